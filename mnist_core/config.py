@@ -1,0 +1,103 @@
+"""TrainConfig: a training run's settings, limits and presets; one source for UI, CLI and metadata."""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FULL_TRAIN_SIZE = 60_000
+# Kept here, not imported from models.py, so that reading the config never loads TensorFlow.
+ARCH_NAMES = ("mlp", "cnn")
+
+
+def _limit(default, low, high, help_text):
+    return field(default=default, metadata={"min": low, "max": high, "help": help_text})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved beside every model."""
+
+    arch: str = field(default="mlp", metadata={"choices": ARCH_NAMES, "help": "network to train"})
+    epochs: int = _limit(10, 1, 100, "passes over the training set")
+    batch_size: int = _limit(32, 1, 4096, "samples per gradient step")
+    learning_rate: float = _limit(0.001, 0.0, 1.0, "Adam step size, in (0, 1]")
+    train_size: int = _limit(
+        FULL_TRAIN_SIZE, 100, FULL_TRAIN_SIZE, "training images used (a seeded random subset)"
+    )
+    seed: int = _limit(0, 0, 2**31 - 1, "random seed for weights and subset")
+    augment: bool = field(default=False, metadata={"help": "random shifts and rotations while training"})
+    schedule: str = field(
+        default="constant", metadata={"choices": ("constant", "cosine"), "help": "learning-rate schedule"}
+    )
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict such as saved metadata; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; expected some of {sorted(names)}")
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, arch: str, **overrides) -> "TrainConfig":
+        """The recommended settings for `arch`, with `overrides` applied."""
+        if arch not in PRESETS:
+            raise ValueError(f"arch must be one of {sorted(PRESETS)}, received {arch!r}")
+        return dataclasses.replace(PRESETS[arch], **overrides)
+
+
+def _checked(f: dataclasses.Field, value):
+    """Validate and normalise one field; whole floats such as 10.0 from a slider become ints."""
+    kind = f.type
+    received = f"{f.name} received {value!r} ({type(value).__name__})"
+    if kind is bool:
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{received}; expected true or false")
+        return bool(value)
+    if kind is str:
+        choices = f.metadata["choices"]
+        if value not in choices:
+            raise ValueError(f"{received}; expected one of {list(choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{received}; expected a number")
+    if kind is int:
+        if not float(value).is_integer():
+            raise ValueError(f"{received}; expected a whole number")
+        value = int(value)
+    else:
+        value = float(value)
+    low, high = f.metadata["min"], f.metadata["max"]
+    # The learning rate's lower bound is open: 0 would never move the weights.
+    too_low = value <= low if kind is float else value < low
+    if too_low or value > high or (kind is float and not math.isfinite(value)):
+        bracket = "(" if kind is float else "["
+        raise ValueError(f"{received}; expected a value in {bracket}{low}, {high}]")
+    return value
+
+
+# (low, high) per numeric field, for sliders and argparse; the learning rate's low end is exclusive.
+LIMITS = {
+    f.name: (f.metadata["min"], f.metadata["max"])
+    for f in dataclasses.fields(TrainConfig)
+    if "min" in f.metadata
+}
+
+PRESETS = {
+    # Exactly the tutorial: Adam at its default rate, batch 32, 10 epochs, the full training set.
+    "mlp": TrainConfig(),
+    "cnn": TrainConfig(
+        arch="cnn", epochs=8, batch_size=128, learning_rate=0.003, augment=True, schedule="cosine"
+    ),
+}

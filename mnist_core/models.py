@@ -1,0 +1,112 @@
+"""Model builders and the one place where compile settings live."""
+
+import keras
+from keras import layers
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+
+
+def build_mlp() -> keras.Model:
+    """The tutorial's network, layer for layer."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="mlp",
+    )
+
+
+def build_cnn() -> keras.Model:
+    """Two conv blocks with batch normalisation; about 99.4% on MNIST in a few epochs."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Reshape((*IMAGE_SHAPE, 1)),
+            *_conv_block(32),
+            *_conv_block(64),
+            layers.Flatten(),
+            layers.Dense(128, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.Dropout(0.3),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name="cnn",
+    )
+
+
+def _conv_block(filters: int) -> list:
+    return [
+        layers.Conv2D(filters, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.Activation("relu"),
+        layers.MaxPooling2D(),
+    ]
+
+
+def with_augmentation(model: keras.Model) -> keras.Model:
+    """`model` behind random shifts and rotations, for training only.
+
+    The augmentation stays outside the network itself: Keras' random layers augment whenever they are
+    called without `training=False`, and a saved model must never do that.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Reshape((*IMAGE_SHAPE, 1)),
+            layers.RandomRotation(0.03, fill_mode="constant"),
+            layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
+            layers.Reshape(IMAGE_SHAPE),
+            model,
+        ],
+        name=f"{model.name}_augmented",
+    )
+
+
+ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn}
+
+
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    label_smoothing: float = 0.0,
+    steps_per_execution: int = 1,
+) -> keras.Model:
+    """Compile with Adam and categorical cross-entropy on one-hot labels, as the tutorial does."""
+    if schedule == "constant":
+        rate = learning_rate
+    elif schedule == "cosine":
+        if not total_steps or total_steps < 1:
+            raise ValueError(f"schedule='cosine' needs total_steps >= 1, received {total_steps!r}")
+        warmup = max(1, total_steps // 20)
+        rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate / 10,
+            decay_steps=max(1, total_steps - warmup),
+            warmup_target=learning_rate,
+            warmup_steps=warmup,
+            alpha=0.01,
+        )
+    else:
+        raise ValueError(f"schedule must be 'constant' or 'cosine', received {schedule!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def build_model(arch: str, learning_rate: float = 1e-3, **compile_options) -> keras.Model:
+    """Build and compile the network registered under `arch`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, received {arch!r}")
+    return compile_model(ARCHITECTURES[arch](), learning_rate, **compile_options)

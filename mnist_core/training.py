@@ -1,0 +1,238 @@
+"""A training job: Keras `fit` in a background thread, streaming plain records with Keras' own keys."""
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from .config import TrainConfig
+from .data import Mnist
+from .models import ARCHITECTURES, NUM_CLASSES, compile_model, with_augmentation
+
+# Batch records are throttled to about this many per second; epoch records always go out.
+BATCH_RECORDS_PER_SECOND = 4
+EVAL_BATCH_SIZE = 1000
+
+_lock = threading.Lock()
+_current: "TrainingJob | None" = None
+
+
+class BusyError(RuntimeError):
+    """A training job is already running in this process."""
+
+
+def prepare(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images and integer labels -> float32 in [0, 1] and one-hot float32, as the tutorial does."""
+    return images.astype(np.float32) / 255.0, np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
+    """Start a job in the background; raise BusyError while another one runs."""
+    global _current
+    with _lock:
+        if _current is not None and _current.running:
+            where = f"epoch {_current.epoch} of {_current.config.epochs}" if _current.epoch else "starting"
+            raise BusyError(
+                f"a training run is already in progress ({_current.config.arch}, {where}); "
+                "stop it or wait for it to finish"
+            )
+        job = TrainingJob(config, data)
+        _current = job
+        job._thread.start()
+    return job
+
+
+def current_job() -> "TrainingJob | None":
+    """The running job, or the last one that ran in this process."""
+    return _current
+
+
+class TrainingJob:
+    """One run of `fit`; records accumulate in `records` and stream through `follow()`."""
+
+    def __init__(self, config: TrainConfig, data: Mnist):
+        self.config = config
+        self.records: list[dict[str, Any]] = []
+        self.status = "running"  # then "finished", "stopped" or "failed"
+        self.message = ""
+        self.model: keras.Model | None = None
+        self._trainer: keras.Model | None = None  # the model, or the model behind augmentation
+        self.epoch = 0
+        self._data = data
+        self._changed = threading.Condition()
+        self._stop_requested = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The final "done" record, once the job has ended."""
+        return None if self.running else self.records[-1]
+
+    def stop(self) -> None:
+        """Ask the job to stop; Keras checks the flag after every batch."""
+        self._stop_requested.set()
+        if self._trainer is not None:
+            self._trainer.stop_training = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends; True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def follow(self, start: int = 0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield records from index `start` as they arrive, ending after the "done" record."""
+        index = start
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda i=index: len(self.records) > i or not self.running, timeout)
+                batch = self.records[index:]
+                ended = not self.running
+            yield from batch
+            index += len(batch)
+            if ended and index >= len(self.records):
+                return
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        with self._changed:
+            self.records.append(record)
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        done: dict[str, Any] = {"type": "done"}
+        try:
+            self._fit(started, done)
+        except Exception as error:  # reported to whoever follows the job, never lost in a thread
+            done.update(status="failed", message=f"training failed: {type(error).__name__}: {error}")
+        status = done.setdefault("status", "finished")
+        done.setdefault("message", "")
+        done["elapsed"] = time.perf_counter() - started
+        done["model"] = self.model
+        with self._changed:
+            self.records.append(done)
+            self.message = done["message"]
+            self.status = status
+            self._changed.notify_all()
+
+    def _fit(self, started: float, done: dict[str, Any]) -> None:
+        config = self.config
+        keras.utils.set_random_seed(config.seed)
+        x_train, y_train = self._data.x_train, self._data.y_train
+        if config.train_size < len(x_train):
+            chosen = np.random.default_rng(config.seed).choice(len(x_train), config.train_size, replace=False)
+            x_train, y_train = x_train[chosen], y_train[chosen]
+        x_train, y_train = prepare(x_train, y_train)
+        x_test, y_test = prepare(self._data.x_test, self._data.y_test)
+        steps = math.ceil(len(x_train) / config.batch_size)
+        self.model = ARCHITECTURES[config.arch]()
+        self._trainer = with_augmentation(self.model) if config.augment else self.model
+        compile_model(
+            self._trainer, config.learning_rate, schedule=config.schedule, total_steps=steps * config.epochs
+        )
+        self._emit({"type": "start", "config": config.to_dict(), "steps": steps, "samples": len(x_train)})
+        stream = _Stream(self, steps, started)
+        self._trainer.fit(
+            x_train,
+            y_train,
+            validation_data=(x_test, y_test),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            callbacks=[stream],
+            verbose=0,
+        )
+        if stream.failure:
+            done.update(status="failed", message=stream.failure)
+        elif self._stop_requested.is_set():
+            done.update(status="stopped", message=f"stopped by request during epoch {self.epoch}")
+        evaluation = self._trainer.evaluate(x_test, y_test, batch_size=EVAL_BATCH_SIZE, verbose=0)
+        test_loss, test_accuracy = evaluation
+        done.update(
+            test_loss=float(test_loss),
+            test_accuracy=float(test_accuracy),
+            epoch_seconds=stream.epoch_seconds,
+            history=stream.history,
+        )
+
+
+class _Stream(keras.callbacks.Callback):
+    """Turns Keras' logs into records: throttled batch records, every epoch record, NaN detection."""
+
+    def __init__(self, job: TrainingJob, steps: int, started: float):
+        super().__init__()
+        self.job, self.steps, self.started = job, steps, started
+        self.failure = ""
+        self.epoch_seconds: list[float] = []
+        self.history: dict[str, list[float]] = {}
+
+    def on_train_begin(self, logs=None):
+        self.first_batch_time = None
+        self.next_emit = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.job.epoch = epoch + 1
+        self.epoch_started = time.perf_counter()
+        self.rate_since = None  # (time, step) of the epoch's first batch: the speed excludes warm-up
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.job._stop_requested.is_set():
+            # fit() clears stop_training when it starts, so a stop that came early is applied here.
+            self.model.stop_training = True
+        loss = logs.get("loss", 0.0)
+        if not math.isfinite(loss):
+            self.failure = (
+                f"the loss became {loss} at epoch {self.job.epoch}, step {batch + 1}: training diverged; "
+                f"try a smaller learning rate than {self.job.config.learning_rate}"
+            )
+            self.model.stop_training = True
+            return
+        now = time.perf_counter()
+        if now < self.next_emit:
+            return
+        self.next_emit = now + 1.0 / BATCH_RECORDS_PER_SECOND
+        done_steps = (self.job.epoch - 1) * self.steps + batch + 1
+        total_steps = self.job.config.epochs * self.steps
+        elapsed = now - self.started
+        if self.rate_since is None or batch == self.rate_since[1]:
+            self.rate_since = self.rate_since or (now, batch)
+            rate = (batch + 1) * self.job.config.batch_size / max(now - self.epoch_started, 1e-9)
+        else:
+            since, first = self.rate_since
+            rate = (batch - first) * self.job.config.batch_size / max(now - since, 1e-9)
+        self.job._emit(
+            {
+                "type": "batch",
+                "epoch": self.job.epoch,
+                "step": batch + 1,
+                "steps": self.steps,
+                "loss": loss,
+                "accuracy": logs.get("accuracy", 0.0),
+                "samples_per_second": rate,
+                "progress": done_steps / total_steps,
+                "eta_seconds": (total_steps - done_steps) * self.job.config.batch_size / rate,
+                "elapsed": elapsed,
+            }
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_started
+        self.epoch_seconds.append(seconds)
+        for key, value in logs.items():
+            if key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                self.history.setdefault(key, []).append(float(value))
+        self.job._emit(
+            {
+                "type": "epoch",
+                "epoch": epoch + 1,
+                **{key: float(value) for key, value in logs.items() if key in self.history},
+                "epoch_seconds": seconds,
+                "elapsed": time.perf_counter() - self.started,
+            }
+        )

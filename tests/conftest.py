@@ -1,0 +1,37 @@
+"""Shared fixtures: the real MNIST data, found the way CI finds it."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mnist_dir() -> Path:
+    """MNIST_DATA, else the project's data/ folder, else the shared copy beside the checkout."""
+    if os.environ.get("MNIST_DATA"):
+        return Path(os.environ["MNIST_DATA"])
+    local = ROOT / "data"
+    if any(local.glob("train-images-idx3-ubyte*")):
+        return local
+    return ROOT.parent / "shared" / "data" / "mnist"
+
+
+MNIST_DIR = _mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder with the four canonical MNIST IDX files."""
+    if not any(MNIST_DIR.glob("train-images-idx3-ubyte*")):
+        pytest.fail(f"MNIST data not found in {MNIST_DIR}; set MNIST_DATA to the folder with the IDX files")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """The real MNIST set, loaded once for the whole session."""
+    from mnist_core.data import load_mnist
+
+    return load_mnist(mnist_dir)

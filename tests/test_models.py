@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from mnist_core.models import build_model, with_augmentation
+
+
+def test_mlp_is_the_tutorial_network():
+    model = build_model("mlp")
+    kinds = [(type(layer).__name__, getattr(layer, "units", None)) for layer in model.layers]
+    assert kinds == [("Flatten", None), ("Dense", 128), ("Dense", 64), ("Dense", 10)]
+    assert [layer.activation.__name__ for layer in model.layers[1:]] == ["relu", "relu", "softmax"]
+    assert model.count_params() == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    assert model.loss.name == "categorical_crossentropy"
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_shapes_and_probabilities(arch):
+    model = build_model(arch)
+    assert tuple(model.input_shape) == (None, 28, 28)
+    assert tuple(model.output_shape) == (None, 10)
+    out = np.asarray(model(np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)))
+    assert out.shape == (3, 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_augmentation_wraps_the_network_and_stays_out_of_it():
+    network = build_model("cnn")
+    trainer = with_augmentation(network)
+    x = np.zeros((2, 28, 28), dtype=np.float32)
+    x[:, 4:24, 12:16] = 1.0
+    # The wrapper augments when called plainly; the network itself never does.
+    assert not np.allclose(np.asarray(trainer(x, training=True)), np.asarray(network(x, training=True)))
+    np.testing.assert_allclose(np.asarray(network(x)), np.asarray(network(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(trainer(x, training=False)), np.asarray(network(x)), atol=1e-6)
+    assert network.trainable_weights[0] is trainer.trainable_weights[0]
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    model = build_model("cnn", 0.01, schedule="cosine", total_steps=100)
+    rate = model.optimizer.learning_rate  # resolved per step by the schedule
+    schedule = model.optimizer._learning_rate
+    assert float(schedule(0)) < float(schedule(5)) == pytest.approx(0.01)
+    assert float(schedule(99)) < 0.001
+    assert rate is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "fragment"),
+    [
+        (("svm",), {}, "arch must be one of ['cnn', 'mlp'], received 'svm'"),
+        (("mlp",), {"schedule": "step"}, "schedule must be"),
+        (("mlp",), {"schedule": "cosine"}, "needs total_steps"),
+    ],
+)
+def test_bad_arguments(args, kwargs, fragment):
+    with pytest.raises(ValueError) as error:
+        build_model(*args, **kwargs)
+    assert fragment in str(error.value)

@@ -1,0 +1,102 @@
+import math
+import time
+
+import numpy as np
+import pytest
+
+from mnist_core.config import TrainConfig
+from mnist_core.models import build_model
+from mnist_core.training import BusyError, current_job, prepare, start_training
+
+
+def run(job, timeout=120):
+    records = list(job.follow(timeout=timeout))
+    assert job.wait(timeout), "the job did not end"
+    return records
+
+
+def test_prepare_scales_and_one_hot_encodes(mnist):
+    x, y = prepare(mnist.x_test[:5], mnist.y_test[:5])
+    assert x.dtype == np.float32 and y.dtype == np.float32 and x.max() <= 1.0
+    np.testing.assert_array_equal(x, mnist.x_test[:5] / np.float32(255))
+    assert y.shape == (5, 10) and list(y.argmax(axis=1)) == [7, 2, 1, 0, 4]
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_streams_records(mnist):
+    job = start_training(TrainConfig(epochs=2, train_size=3000, batch_size=32), mnist)
+    assert current_job() is job
+    records = run(job)
+    kinds = [record["type"] for record in records]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 2 and kinds.count("batch") >= 2
+    batch = next(r for r in records if r["type"] == "batch")
+    assert {"epoch", "step", "steps", "loss", "accuracy", "samples_per_second", "eta_seconds"} <= set(batch)
+    assert batch["steps"] == math.ceil(3000 / 32) and batch["samples_per_second"] > 0
+    epoch = next(r for r in records if r["type"] == "epoch")
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"} <= set(epoch)
+    done = records[-1]
+    assert done["status"] == "finished" and job.status == "finished" and done["message"] == ""
+    # 3,000 images and 2 epochs: far above chance (10%) on the full 10,000-image test set
+    assert done["test_accuracy"] > 0.85
+    assert done["test_accuracy"] == pytest.approx(done["history"]["val_accuracy"][-1], abs=1e-6)
+    assert len(done["epoch_seconds"]) == 2 and all(s > 0 for s in done["epoch_seconds"])
+    assert done["model"] is job.model and job.result is done
+    probabilities = np.asarray(job.model(prepare(mnist.x_test[:100], mnist.y_test[:100])[0]))
+    assert (probabilities.argmax(axis=1) == mnist.y_test[:100]).mean() > 0.8
+    # A late follower sees the same records, from any index
+    assert list(job.follow(start=1)) == records[1:]
+
+
+@pytest.mark.slow
+def test_stop_ends_within_a_batch_and_second_job_is_busy(mnist):
+    config = TrainConfig(epochs=50, batch_size=64, train_size=60_000)
+    job = start_training(config, mnist)
+    with pytest.raises(BusyError, match="already in progress"):
+        start_training(TrainConfig(), mnist)
+    steps_seen = []
+    for record in job.follow(timeout=60):
+        if record["type"] == "batch":
+            steps_seen.append((record["epoch"], record["step"]))
+            if len(steps_seen) == 2:
+                asked = time.perf_counter()
+                job.stop()
+    assert job.wait(60)
+    stopped_after = time.perf_counter() - asked
+    assert job.status == "stopped" and "stopped" in job.result["message"]
+    assert job.epoch == 1, "the run went on into another epoch after the stop"
+    # A stop lands mid-epoch: only the validation and test evaluation follow, not the rest of 938 steps.
+    assert stopped_after < 15, f"stop took {stopped_after:.1f} s"
+    assert 0.0 < job.result["test_accuracy"] <= 1.0
+    # The process is free for the next run once the job has ended.
+    follow_up = start_training(TrainConfig(epochs=1, train_size=200), mnist)
+    assert run(follow_up)[-1]["status"] == "finished"
+
+
+@pytest.mark.parametrize("bad_loss", [float("nan"), float("inf")])
+def test_non_finite_loss_stops_training_with_a_clear_message(mnist, bad_loss):
+    # Adam's bounded steps keep these networks finite even at learning rate 1, so the callback that
+    # guards a real fit is fed a non-finite loss directly, as Keras would hand it over.
+    from mnist_core.training import TrainingJob, _Stream
+
+    job = TrainingJob(TrainConfig(epochs=3, learning_rate=0.5), mnist)
+    job.epoch = 2
+    stream = _Stream(job, steps=10, started=time.perf_counter())
+    stream.set_model(build_model("mlp"))
+    stream.on_train_begin()
+    stream.on_epoch_begin(1)
+    stream.on_train_batch_end(3, {"loss": bad_loss, "accuracy": 0.1})
+    assert stream.model.stop_training
+    assert f"the loss became {bad_loss} at epoch 2, step 4" in stream.failure
+    assert "smaller learning rate than 0.5" in stream.failure
+    assert job.records == [], "a non-finite loss must not reach the curves"
+
+
+def test_failure_inside_the_thread_reaches_the_follower(mnist):
+    class Broken:
+        x_train = y_train = x_test = y_test = None
+
+    job = start_training(TrainConfig(epochs=1, train_size=100), Broken())
+    records = run(job)
+    assert [r["type"] for r in records] == ["done"]
+    assert job.status == "failed" and "training failed" in records[-1]["message"]
