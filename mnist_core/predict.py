@@ -1,0 +1,100 @@
+"""The active model: fast thread-safe prediction and an atomic swap to another model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+# Large batches are cut into chunks so a CNN's activations for 10,000 images never sit in memory at once.
+CHUNK_SIZE = 1024
+
+
+def _check_images(images) -> tuple[np.ndarray, bool]:
+    """Images as a float32 (n, 28, 28) batch, and whether a single image was given."""
+    array = np.asarray(images)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(
+            f"predict got an array of dtype {array.dtype}; expected numbers: float32 in [0, 1] "
+            "(or uint8 0-255, which is divided by 255)"
+        )
+    single = array.shape == (28, 28)
+    if not single and (array.ndim != 3 or array.shape[1:] != (28, 28)):
+        raise ValueError(
+            f"predict got images of shape {array.shape}; expected one image (28, 28) or a batch "
+            "(n, 28, 28); reshape or preprocess the input first"
+        )
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / 255.0
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("predict got NaN or infinite pixel values; expected finite values in [0, 1]")
+    return (array[None] if single else array), single
+
+
+def model_function(model):
+    """A tf.function calling `model` on (n, 28, 28) float32, traced once; adds the channel axis if needed."""
+    import tensorflow as tf
+
+    needs_channel = len(model.input_shape) == 4
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.float32)])
+    def run(x):
+        if needs_channel:
+            x = tf.expand_dims(x, -1)
+        return tf.cast(model(x, training=False), tf.float32)
+
+    return run
+
+
+class Predictor:
+    """Thread-safe holder of the active model; predict() sees the old or the new model, never a mix."""
+
+    def __init__(self, model=None, info: dict | None = None):
+        self._active = None  # (model, fn, info) swapped in one assignment
+        self._swap_lock = threading.Lock()
+        if model is not None:
+            self.set_model(model, info)
+
+    def set_model(self, model, info: dict | None = None) -> None:
+        """Make `model` the active model; it is traced and warmed up before the swap."""
+        from mnist_core.store import check_model_shape
+
+        check_model_shape(model, source="the new model")
+        fn = model_function(model)
+        fn(np.zeros((1, 28, 28), np.float32))  # trace now so the first real prediction is fast
+        # The lock orders concurrent swaps; readers never take it, they read one attribute once.
+        with self._swap_lock:
+            self._active = (model, fn, dict(info or {}))
+
+    @property
+    def model(self):
+        """The active Keras model, or None."""
+        active = self._active
+        return None if active is None else active[0]
+
+    @property
+    def info(self) -> dict:
+        """Information given with the active model ({} when none)."""
+        active = self._active
+        return {} if active is None else dict(active[2])
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a model is active."""
+        return self._active is not None
+
+    def predict(self, images) -> np.ndarray:
+        """Probabilities: (28, 28) -> (10,), (n, 28, 28) -> (n, 10); float32 input in [0, 1]."""
+        active = self._active
+        if active is None:
+            raise ValueError("no model is active: load or train a model first (Predictor.set_model)")
+        batch, single = _check_images(images)
+        fn = active[1]
+        if len(batch) <= CHUNK_SIZE:
+            probabilities = fn(batch).numpy()
+        else:
+            probabilities = np.concatenate(
+                [fn(batch[i : i + CHUNK_SIZE]).numpy() for i in range(0, len(batch), CHUNK_SIZE)]
+            )
+        return probabilities[0] if single else probabilities
