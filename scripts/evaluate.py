@@ -1,0 +1,62 @@
+"""Evaluate a saved model on the MNIST test set; the last stdout line is a JSON summary.
+
+python scripts/evaluate.py models/default.keras --plot confusion.png
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnist_core.data import MnistDataError, MnistNotFoundError, load_mnist  # noqa: E402
+
+
+def confusion_text(confusion) -> str:
+    """The confusion matrix as aligned text, rows true digit, columns predicted."""
+    lines = ["true\\pred" + "".join(f"{digit:>6}" for digit in range(10))]
+    lines += [f"{digit:>9}" + "".join(f"{count:>6}" for count in row) for digit, row in enumerate(confusion)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", type=Path, help="a .keras (or the tutorial's legacy .h5) model file")
+    parser.add_argument(
+        "--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache, download)"
+    )
+    parser.add_argument("--plot", type=Path, help="save the confusion matrix as a PNG")
+    args = parser.parse_args(argv)
+    try:
+        data = load_mnist(args.data)
+        from mnist_core.evaluate import evaluate_model
+        from mnist_core.store import load_model
+
+        model, metadata = load_model(args.model)
+    except (ValueError, MnistNotFoundError, MnistDataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    evaluation = evaluate_model(model, data.x_test, data.y_test)
+    print(f"model: {args.model} ({metadata.get('command') or 'no metadata'})")
+    print(f"test accuracy: {evaluation.test_accuracy:.4f}  test loss: {evaluation.test_loss:.4f}")
+    print(
+        "per-class accuracy: "
+        + "  ".join(f"{d}: {a:.4f}" for d, a in enumerate(evaluation.per_class_accuracy))
+    )
+    print(confusion_text(evaluation.confusion))
+    summary = {"model": str(args.model), **evaluation.to_dict()}
+    if args.plot:
+        from mnist_core.plots import confusion_figure, save_figure
+
+        summary["plot"] = str(save_figure(confusion_figure(evaluation.confusion), args.plot))
+        print(f"confusion matrix saved to {args.plot}")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
