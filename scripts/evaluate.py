@@ -1,6 +1,7 @@
 """Evaluate a saved model on the MNIST test set; the last stdout line is a JSON summary.
 
 python scripts/evaluate.py models/default.keras --plot confusion.png
+python scripts/evaluate.py models/default.keras --drawn --canvas 800   # also digits drawn on a canvas
 """
 
 import argparse
@@ -29,7 +30,21 @@ def main(argv: list[str] | None = None) -> int:
         "--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache, download)"
     )
     parser.add_argument("--plot", type=Path, help="save the confusion matrix as a PNG")
+    parser.add_argument(
+        "--drawn",
+        action="store_true",
+        help="also evaluate drawn digits (traced MNIST test digits and hand-made strokes rendered on a "
+        "canvas) through the Draw tab's path: Sketchpad value -> preprocess.to_mnist -> Predictor",
+    )
+    parser.add_argument(
+        "--drawn-count", type=int, default=1000, help="traced digits in the drawn set (default: 1000)"
+    )
+    parser.add_argument("--canvas", type=int, default=400, help="drawn canvas size in px (default: 400)")
     args = parser.parse_args(argv)
+    if args.canvas < 28:
+        parser.error(f"--canvas must be at least 28 px, received {args.canvas}")
+    if args.drawn_count < 1:
+        parser.error(f"--drawn-count must be at least 1, received {args.drawn_count}")
     try:
         data = load_mnist(args.data)
         from mnist_core.evaluate import evaluate_model
@@ -49,6 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(confusion_text(evaluation.confusion))
     summary = {"model": str(args.model), **evaluation.to_dict()}
+    if args.drawn:
+        from mnist_core.drawn import evaluate_drawn
+
+        try:
+            drawn = evaluate_drawn(model, data, args.drawn_count, args.canvas)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        sources = "  ".join(
+            f"{k}: {v['accuracy']:.4f} ({v['count']})" for k, v in drawn["per_source"].items()
+        )
+        print(f"drawn accuracy: {drawn['accuracy']:.4f} on {drawn['count']} digits, {args.canvas} px canvas")
+        print(f"drawn per source: {sources}")
+        print(
+            "drawn per-class accuracy: "
+            + "  ".join(f"{d}: {a:.4f}" for d, a in enumerate(drawn["per_class_accuracy"]))
+        )
+        summary |= {"drawn_accuracy": drawn["accuracy"], "drawn": drawn}
     if args.plot:
         from mnist_core.plots import confusion_figure, save_figure
 
