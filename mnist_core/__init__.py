@@ -7,7 +7,8 @@ name that needs it is first used (the app can show its page before the model is 
 import importlib
 import os
 
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features) is noise to users; real errors still show.
+# TensorFlow's C++ info and warning lines are noise to users; errors still show. (A few lines printed
+# before absl's logging starts cannot be silenced this way.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _EXPORTS = {

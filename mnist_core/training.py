@@ -11,7 +11,14 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import Mnist
-from .models import ARCHITECTURES, NUM_CLASSES, compile_model, with_augmentation
+from .models import (
+    ARCHITECTURES,
+    JIT_COMPILE,
+    NUM_CLASSES,
+    compile_model,
+    steps_per_execution,
+    with_augmentation,
+)
 
 # Batch records are throttled to about this many per second; epoch records always go out.
 BATCH_RECORDS_PER_SECOND = 4
@@ -135,7 +142,12 @@ class TrainingJob:
         self.model = ARCHITECTURES[config.arch]()
         self._trainer = with_augmentation(self.model) if config.augment else self.model
         compile_model(
-            self._trainer, config.learning_rate, schedule=config.schedule, total_steps=steps * config.epochs
+            self._trainer,
+            config.learning_rate,
+            schedule=config.schedule,
+            total_steps=steps * config.epochs,
+            steps_per_execution=steps_per_execution(config.batch_size),
+            jit_compile=JIT_COMPILE[config.arch] and not config.augment,
         )
         self._emit({"type": "start", "config": config.to_dict(), "steps": steps, "samples": len(x_train)})
         stream = _Stream(self, steps, started)
