@@ -1,0 +1,575 @@
+"""MNIST Studio: draw a digit for a live MNIST model, train new models and watch them learn, browse the data.
+
+python app.py [--host H] [--port P] [--share] [--auth USER:PASS]
+              [--data PATH] [--model PATH] [--models-dir DIR]
+
+The password can also come from the MNIST_STUDIO_AUTH environment variable (USER:PASS), so it need not sit
+in the shell history. Every event has a stable api_name; `predict` takes one image file and returns the
+ten probabilities, e.g. Client(url).predict(handle_file("digit.png"), api_name="/predict").
+"""
+
+import argparse
+import contextlib
+import functools
+import html
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from mnist_core.config import LIMITS, PRESETS, TrainConfig
+from mnist_core.data import MnistDataError, MnistNotFoundError
+from mnist_core.plots import upscale
+from mnist_core.store import ModelFileError
+from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
+
+ROOT = Path(__file__).resolve().parent
+AUTH_ENV = "MNIST_STUDIO_AUTH"
+PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
+DIGIT_CHOICES = [("any", "any")] + [(str(digit), str(digit)) for digit in range(10)]
+PREVIEW_SCALE = 10  # the 28 px image the model sees, shown at 280 px in whole-pixel blocks
+EMPTY_ANSWER = (
+    '<div class="answer empty"><div class="hint">✏️ Draw a digit</div>'
+    "<div>on the canvas (or upload a photo); the model answers as you draw.</div></div>"
+)
+CSS = """
+.answer { text-align: center; padding: 8px 0; }
+.answer .digit { font-size: 96px; font-weight: 700; line-height: 1; }
+.answer .hint { font-size: 28px; font-weight: 600; margin-bottom: 6px; }
+.answer.empty { opacity: 0.75; }
+.run-progress progress { width: 100%; height: 14px; }
+.pixelated img { image-rendering: pixelated; }
+"""
+# Gradio's sketchpad starts with no tool selected; pick the brush so the first drag on the canvas draws.
+SELECT_BRUSH_JS = """
+() => {
+  const pick = () => {
+    const brush = document.querySelector("#sketch button[aria-label='Brush']");
+    if (brush && !brush.classList.contains("highlight")) brush.click();
+    return Boolean(brush);
+  };
+  let tries = 0;
+  const timer = setInterval(() => { if (pick() || ++tries > 50) clearInterval(timer); }, 200);
+}
+"""
+
+logger = logging.getLogger("mnist_studio")
+# Replaced in main() by one built from the command line; handlers read this global at call time.
+studio = Studio(ROOT / "models")
+
+
+# --- errors: the one place where the core's exceptions become messages for the person ----------
+
+
+def friendly_errors(fn):
+    """Turn the core's exceptions into gr.Error messages, never a traceback in the page."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:
+            raise gr.Error(
+                html.escape(str(error), quote=False), title=_error_title(error), print_exception=False
+            ) from None
+
+    return wrapper
+
+
+def _error_title(error: Exception) -> str:
+    training = sys.modules.get("mnist_core.training")  # loaded whenever a BusyError can have happened
+    if training is not None and isinstance(error, training.BusyError):
+        return "A training run is in progress"
+    if isinstance(error, MnistNotFoundError | MnistDataError):
+        return "MNIST data not available"
+    if isinstance(error, ModelFileError):
+        return "Model file problem"
+    if isinstance(error, ModelNotReady):
+        return "Model still loading"
+    if isinstance(error, ValueError | FileNotFoundError):
+        return "Invalid input"
+    logger.exception("unexpected error", exc_info=error)
+    return "Unexpected error"
+
+
+# --- Draw ---------------------------------------------------------------------------------------
+
+
+def _show(result) -> tuple:
+    """(what the model sees, probabilities, answer) of a classify() result; None: the empty state."""
+    if result is None:
+        return None, None, EMPTY_ANSWER
+    image, probabilities = result
+    digit = int(probabilities.argmax())
+    answer = (
+        f'<div class="answer"><div class="digit">{digit}</div>'
+        f"<div>{probabilities[digit]:.0%} sure</div></div>"
+    )
+    return upscale(image, PREVIEW_SCALE), {str(d): float(p) for d, p in enumerate(probabilities)}, answer
+
+
+@friendly_errors
+def classify_sketch(sketch):
+    """Classify the canvas; an empty canvas gives the 'draw a digit' state."""
+    return *_show(studio.classify(sketch)), "sketch"
+
+
+@friendly_errors
+def predict(image_path):
+    """The ten probabilities for one image file (a photo or scan of a handwritten digit)."""
+    return _show(studio.classify(image_path))[1]
+
+
+@friendly_errors
+def describe_photo(image_path):
+    """What the model sees in an uploaded photo, and its answer."""
+    preview, _, answer = _show(studio.classify(image_path))
+    return preview, answer, "photo"
+
+
+@friendly_errors
+def clear_drawing():
+    """Empty the canvas and the photo; back to the 'draw a digit' state."""
+    return None, None, None, None, EMPTY_ANSWER, "sketch"
+
+
+@friendly_errors
+def select_model(name, source, sketch, photo):
+    """Make the chosen model active for everyone and classify the current input again with it."""
+    studio.select_model(name)
+    result = studio.classify(photo if source == "photo" else sketch)
+    return studio.model_status(), *_show(result)
+
+
+# --- Train --------------------------------------------------------------------------------------
+
+
+@friendly_errors
+def choose_preset(arch):
+    """The preset's epochs, batch size, learning rate and training-set size."""
+    values = preset_values(arch)
+    return values["epochs"], values["batch_size"], values["learning_rate"], values["train_size"]
+
+
+@friendly_errors
+def train(arch, epochs, batch_size, learning_rate, train_size):
+    """Start a training run and return at once; the timer shows its progress."""
+    settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    if train_size not in (None, ""):  # optional: the preset's (full) training set otherwise
+        settings["train_size"] = train_size
+    studio.start_run(TrainConfig.preset(arch, **settings))  # TrainConfig's ValueError names a bad value
+    return studio.status()
+
+
+@friendly_errors
+def stop_training():
+    """Stop the running job after its current batch."""
+    if studio.stop_run() is None:
+        gr.Warning("No training run is in progress.")
+    return studio.status()
+
+
+@friendly_errors
+def training_status() -> dict:
+    """The latest training run: status, epoch, step, speed, latest metrics, test accuracy, saved model."""
+    return studio.status()
+
+
+# The block label would crowd out the legend, so the chart's own title names it.
+CURVES = {"x": "epoch", "y": "value", "color": "series", "show_label": False, "height": 300}
+# Light for the per-batch training curve, dark for the per-epoch validation curve; one hue per run.
+PALETTE = [("#6baed6", "#08519c"), ("#fd8d3c", "#a63603"), ("#74c476", "#006d2c"), ("#9e9ac8", "#54278f")]
+
+
+def _plots(compare: bool, drawn: list | None) -> tuple:
+    """(loss update, accuracy update, series shown) for the charts; skipped while there are no points."""
+    curves = studio.curves(compare)
+    series = list(dict.fromkeys(curves["loss"]["series"]))
+    if not series:
+        # Never an empty or None value once lines were drawn: the chart would not draw again.
+        return gr.skip(), gr.skip(), drawn
+    runs = studio.runs if compare else studio.runs[-1:]
+    colors = {}
+    for index, run in enumerate(runs):
+        light, dark = PALETTE[index % len(PALETTE)]
+        prefix = f"run {run.number} " if compare else ""
+        colors.update({f"{prefix}train": light, f"{prefix}validation": dark})
+    # A native plot fixes its colour domain when it is built, and a rebuild set off by a prop that
+    # changes together with the data still sees the old data (gradio 6.31). So the colour map, whose
+    # change rebuilds the chart, follows the series one update late: by then the data holds them all.
+    color_map = {name: colors[name] for name in drawn or series if name in colors}
+    x_lim = [0, max(run.config.epochs for run in runs)]
+    updates = (
+        gr.LinePlot(pd.DataFrame(curves[metric]), color_map=color_map, x_lim=x_lim)
+        for metric in ("loss", "accuracy")
+    )
+    return *updates, series
+
+
+def _progress_html(status: dict) -> str:
+    """The run's headline, a progress bar and its latest metrics."""
+    run, where, metrics = (html.escape(part, quote=False) for part in describe(status))
+    bar = f'<progress value="{status.get("progress", 0.0):.4f}" max="1"></progress>' if status["run"] else ""
+    return f'<div class="run-progress"><div><b>{run}</b>: {where}</div>{bar}<div>{metrics}</div></div>'
+
+
+def _results() -> tuple:
+    """Results text, confusion matrix, mistakes gallery of the latest run and whether to show the images."""
+    run = studio.latest_run()
+    if run is None or run.active:
+        return "", None, [], gr.Row(visible=False)
+    shown = run.confusion_image is not None
+    return f"### {run.headline}\n{run.message}", run.confusion_image, run.mistakes, gr.Row(visible=shown)
+
+
+@friendly_errors
+def poll(seen, compare):
+    """Refresh the Train tab and the model picker from the server's state; unchanged parts are skipped."""
+    studio.start_loading()  # a no-op after main(); needed under `gradio app.py`, which skips main()
+    seen = dict(seen or {})
+    keys = {
+        "model": (studio.model_version, studio.loading, studio.model_error),
+        "data": studio.data_status(),
+        "run": (studio.version(), compare),
+        "result": (len(studio.runs), studio.latest_run() and studio.latest_run().phase),
+    }
+    changed = {group: seen.get(group) != key for group, key in keys.items()}
+    skip = gr.skip()
+    model_part = [skip, skip]
+    if changed["model"]:
+        name = studio.model_name
+        model_part = [studio.model_status(), gr.Dropdown(choices=studio.model_choices(), value=name)]
+    data_part = [skip]
+    if changed["data"]:
+        available, message = keys["data"]
+        data_part = [message if available else f"**MNIST is needed to train.** {message}"]
+    status = studio.status()
+    run_part = [skip] * 6
+    if changed["run"]:
+        loss, accuracy, keys["series"] = _plots(compare, seen.get("series"))
+        if keys["series"] != seen.get("series"):
+            keys["run"] = None  # one more update on the next tick, which rebuilds the charts
+        run_part = [
+            _progress_html(status),
+            loss,
+            accuracy,
+            pd.DataFrame(studio.epoch_table()),
+            pd.DataFrame(studio.history_table()),
+            status,
+        ]
+    result_part = list(_results()) if changed["result"] else [skip] * 4
+    return *model_part, *data_part, *run_part, *result_part, {**seen, **keys}
+
+
+# --- Dataset ------------------------------------------------------------------------------------
+
+
+@friendly_errors
+def show_samples(split, digit, count):
+    """Random labelled samples of a split, optionally of one digit."""
+    return studio.samples(split, None if digit in (None, "any") else int(digit), int(count))
+
+
+@friendly_errors
+def dataset_overview(split):
+    """Where the data comes from, its class counts and the mean image of each digit."""
+    try:
+        counts, means = studio.overview(split)
+    except (MnistNotFoundError, MnistDataError) as error:
+        # Not an error for the page: the tab explains how to provide MNIST instead.
+        return f"**MNIST is not available.** {html.escape(str(error), quote=False)}", None, None
+    counts_frame = pd.DataFrame({"digit": [str(d) for d in range(10)], "images": [int(c) for c in counts]})
+    return studio.data_status()[1], counts_frame, means
+
+
+# --- layout -------------------------------------------------------------------------------------
+
+with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
+    gr.Markdown(
+        "# MNIST Studio\nDraw a digit and watch a neural network read it; train your own network and "
+        "see it learn; browse the 70,000 handwritten digits of MNIST."
+    )
+    with gr.Tabs():
+        with gr.Tab("Draw", id="draw"):
+            model_status = gr.Markdown("Loading the model…", label="Model status")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Tabs():
+                        with gr.Tab("Sketch"):
+                            sketch = gr.Sketchpad(
+                                label="Draw one digit, large, in the middle",
+                                elem_id="sketch",
+                                canvas_size=(560, 560),
+                                height=560,
+                                # MNIST strokes are about 1/8 of the digit's height; this brush gives that.
+                                brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
+                                layers=False,
+                                transforms=(),
+                                type="numpy",
+                            )
+                            with gr.Row():
+                                predict_button = gr.Button("Predict", variant="primary")
+                                clear_button = gr.Button("Clear")
+                        with gr.Tab("Photo"):
+                            photo = gr.Image(
+                                label="A photo or image of one handwritten digit",
+                                elem_id="photo",
+                                type="filepath",
+                                sources=["upload", "clipboard", "webcam"],
+                                height=400,
+                            )
+                    model_picker = gr.Dropdown(label="Model", choices=[], interactive=True)
+                with gr.Column(scale=2):
+                    with gr.Row(equal_height=True):
+                        answer = gr.HTML(EMPTY_ANSWER, label="Answer")
+                        model_view = gr.Image(
+                            label="What the model sees (28 × 28)",
+                            format="png",
+                            interactive=False,
+                            height=240,
+                            elem_classes="pixelated",
+                        )
+                    probabilities = gr.Label(label="Probabilities", num_top_classes=10, show_heading=False)
+            source = gr.State("sketch")
+
+        with gr.Tab("Train", id="train"):
+            train_data_status = gr.Markdown(label="Data status")
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    preset = gr.Radio(PRESET_CHOICES, value="mlp", label="Preset")
+                    mlp = PRESETS["mlp"]
+                    epochs = gr.Slider(*LIMITS["epochs"], value=mlp.epochs, step=1, label="Epochs")
+                    batch_size = gr.Number(
+                        mlp.batch_size,
+                        label=f"Batch size ({LIMITS['batch_size'][0]}-{LIMITS['batch_size'][1]})",
+                        precision=0,
+                    )
+                    learning_rate = gr.Number(mlp.learning_rate, label="Learning rate (0-1]")
+                    train_size = gr.Slider(
+                        *LIMITS["train_size"],
+                        value=mlp.train_size,
+                        step=100,
+                        label="Training images (a random subset; 60,000 = all)",
+                    )
+                    with gr.Row():
+                        train_button = gr.Button("Train", variant="primary")
+                        stop_button = gr.Button("Stop", variant="stop")
+                with gr.Column(scale=3):
+                    progress = gr.HTML(_progress_html({"run": None}), label="Progress")
+                    with gr.Row():
+                        loss_plot = gr.LinePlot(title="Loss", label="Loss", y_title="loss", **CURVES)
+                        accuracy_plot = gr.LinePlot(
+                            title="Accuracy", label="Accuracy", y_title="accuracy", y_lim=[0, 1], **CURVES
+                        )
+                    compare = gr.Checkbox(label="Overlay the curves of earlier runs in this session")
+                    epoch_table = gr.Dataframe(
+                        headers=list(studio.epoch_table()), label="Per epoch", interactive=False
+                    )
+            results = gr.Markdown(label="Results")
+            with gr.Row(visible=False) as result_images:
+                confusion = gr.Image(
+                    label="Confusion matrix (rows: true digit)", format="png", interactive=False
+                )
+                mistakes = gr.Gallery(
+                    label="Misclassified test digits: true → predicted (confidence)",
+                    columns=6,
+                    format="png",
+                    height=520,
+                    elem_classes="pixelated",
+                )
+            history = gr.Dataframe(
+                headers=list(studio.history_table()), label="Runs in this session", interactive=False
+            )
+            with gr.Accordion("Run status (JSON, as the API returns it)", open=False):
+                status_json = gr.JSON(label="Run status")
+            seen = gr.State({})
+            timer = gr.Timer(1.0)
+
+        with gr.Tab("Dataset", id="dataset"):
+            dataset_status = gr.Markdown(label="Data status")
+            with gr.Row():
+                split = gr.Radio(
+                    [("Training set", "train"), ("Test set", "test")], value="train", label="Split"
+                )
+                digit = gr.Dropdown(DIGIT_CHOICES, value="any", label="Digit")
+                count = gr.Slider(1, 200, value=32, step=1, label="How many")
+                show_button = gr.Button("Show samples", variant="primary")
+            samples = gr.Gallery(
+                label="Random samples (caption: label)",
+                columns=8,
+                format="png",
+                height=480,
+                elem_classes="pixelated",
+            )
+            with gr.Row():
+                counts_plot = gr.BarPlot(
+                    x="digit", y="images", title="Images per digit", y_lim=[0, None], height=300
+                )
+                means = gr.Gallery(
+                    label="Mean image of each digit",
+                    columns=5,
+                    height=300,
+                    format="png",
+                    elem_classes="pixelated",
+                )
+
+    # --- wiring: predictions never wait behind training or each other -------------------------
+    draw_outputs = [model_view, probabilities, answer, source]
+    fast = {"concurrency_limit": None, "concurrency_id": "predict", "show_progress": "hidden"}
+    sketch.change(
+        classify_sketch, sketch, draw_outputs, api_name="predict_sketch", trigger_mode="always_last", **fast
+    )
+    predict_button.click(classify_sketch, sketch, draw_outputs, api_name="predict_sketch_button", **fast)
+    clear_button.click(clear_drawing, None, [sketch, photo, *draw_outputs], api_name="clear", **fast)
+    photo.change(predict, photo, probabilities, api_name="predict", **fast)
+    photo.change(describe_photo, photo, [model_view, answer, source], api_name="predict_photo", **fast)
+    model_picker.input(
+        select_model,
+        [model_picker, source, sketch, photo],
+        [model_status, *draw_outputs[:3]],
+        api_name="select_model",
+        concurrency_limit=1,
+        concurrency_id="model",
+    )
+
+    preset.change(
+        choose_preset,
+        preset,
+        [epochs, batch_size, learning_rate, train_size],
+        api_name="preset",
+        show_progress="hidden",
+    )
+    # preprocess=False: raw values reach TrainConfig, whose ValueError names a bad one precisely.
+    train_button.click(
+        train,
+        [preset, epochs, batch_size, learning_rate, train_size],
+        status_json,
+        api_name="train",
+        preprocess=False,
+        concurrency_limit=1,
+        concurrency_id="train",
+    )
+    stop_button.click(stop_training, None, status_json, api_name="stop", concurrency_limit=None)
+    gr.api(training_status, api_name="training_status", concurrency_limit=None, concurrency_id="poll")
+    poll_outputs = [model_status, model_picker, train_data_status, progress, loss_plot, accuracy_plot]
+    poll_outputs += [epoch_table, history, status_json, results, confusion, mistakes, result_images, seen]
+    gr.on(
+        [demo.load, timer.tick, compare.change],
+        poll,
+        [seen, compare],
+        poll_outputs,
+        api_name="poll",
+        show_progress="hidden",
+        concurrency_limit=None,
+        concurrency_id="poll",
+    )
+
+    dataset = {"concurrency_limit": 2, "concurrency_id": "dataset"}
+    show_button.click(show_samples, [split, digit, count], samples, api_name="samples", **dataset)
+    gr.on(
+        [demo.load, split.change],
+        dataset_overview,
+        split,
+        [dataset_status, counts_plot, means],
+        api_name="dataset_overview",
+        **dataset,
+    )
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """USER:PASS -> (user, password); None when no protection is asked for."""
+    if not value:
+        return None
+    user, colon, password = value.partition(":")
+    if not colon or not user or not password:
+        raise ValueError(f"--auth / {AUTH_ENV} expects USER:PASS with both parts non-empty")
+    return user, password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, help="port (default 7860, or the next free one)")
+    parser.add_argument("--share", action="store_true", help="also create a temporary public link")
+    parser.add_argument("--auth", metavar="USER:PASS", help=f"ask for this login (or set {AUTH_ENV})")
+    parser.add_argument(
+        "--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache, download)"
+    )
+    parser.add_argument("--model", type=Path, help="model to start with (default: MODELS_DIR/default.keras)")
+    parser.add_argument(
+        "--models-dir", type=Path, default=ROOT / "models", help="where models are listed and saved"
+    )
+    return parser
+
+
+def _share_failure(gradio_output: str) -> str:
+    """Why Gradio could not create the share link, in a few words, from what it printed."""
+    if "Missing file" in gradio_output:
+        return "Gradio's tunnel program (frpc) is missing and could not be downloaded"
+    if "Checksum mismatch" in gradio_output:
+        return "Gradio's tunnel program (frpc) failed its checksum"
+    return "the Gradio share server could not be reached"
+
+
+def main(argv: list[str] | None = None) -> int:
+    global studio
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.model is not None and not args.model.is_file():
+        parser.error(f"--model {args.model}: no such file")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    studio = Studio(args.models_dir, data_path=args.data, model_path=args.model)
+    studio.start_loading()  # TensorFlow and the model load while the page already answers
+    demo.queue(default_concurrency_limit=1)
+    printed = io.StringIO()
+    try:
+        # Gradio prints a multi-line notice when the share link fails; we say it in one line below.
+        with contextlib.redirect_stdout(printed):
+            demo.launch(
+                server_name=args.host,
+                server_port=args.port,
+                share=args.share,
+                auth=auth,
+                quiet=True,
+                prevent_thread_lock=True,
+                css=CSS,
+                js=SELECT_BRUSH_JS,
+                footer_links=["api", "gradio"],
+            )
+    except OSError as error:
+        print(f"error: could not start the server: {error}", file=sys.stderr)
+        return 2
+    print(f"MNIST Studio is running on {demo.local_url}", flush=True)
+    if auth:
+        print(f"login required: user {auth[0]!r}", flush=True)
+    if args.share and demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    elif args.share:
+        print(
+            f"Share link could not be created: {_share_failure(printed.getvalue())} (no internet access?); "
+            f"the app keeps serving locally on {demo.local_url}",
+            flush=True,
+        )
+    with contextlib.suppress(KeyboardInterrupt):
+        demo.block_thread()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
