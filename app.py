@@ -21,7 +21,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from mnist_core.config import LIMITS, PRESETS, TrainConfig
+from mnist_core.config import LIMITS, PRESETS, BusyError, TrainConfig
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.plots import upscale
 from mnist_core.store import ModelFileError
@@ -83,8 +83,7 @@ def friendly_errors(fn):
 
 
 def _error_title(error: Exception) -> str:
-    training = sys.modules.get("mnist_core.training")  # loaded whenever a BusyError can have happened
-    if training is not None and isinstance(error, training.BusyError):
+    if isinstance(error, BusyError):
         return "A training run is in progress"
     if isinstance(error, MnistNotFoundError | MnistDataError):
         return "MNIST data not available"
@@ -327,12 +326,13 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                     model_picker = gr.Dropdown(label="Model", choices=[], interactive=True)
                 with gr.Column(scale=2):
                     with gr.Row(equal_height=True):
-                        answer = gr.HTML(EMPTY_ANSWER, label="Answer")
+                        answer = gr.HTML(EMPTY_ANSWER, label="Answer", elem_id="answer")
                         model_view = gr.Image(
                             label="What the model sees (28 × 28)",
                             format="png",
                             interactive=False,
                             height=240,
+                            elem_id="model-view",
                             elem_classes="pixelated",
                         )
                     probabilities = gr.Label(label="Probabilities", num_top_classes=10, show_heading=False)
@@ -361,20 +361,32 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                         train_button = gr.Button("Train", variant="primary")
                         stop_button = gr.Button("Stop", variant="stop")
                 with gr.Column(scale=3):
-                    progress = gr.HTML(_progress_html({"run": None}), label="Progress")
+                    progress = gr.HTML(
+                        _progress_html({"run": None}), label="Progress", elem_id="train-progress"
+                    )
                     with gr.Row():
-                        loss_plot = gr.LinePlot(title="Loss", label="Loss", y_title="loss", **CURVES)
+                        loss_plot = gr.LinePlot(
+                            title="Loss", label="Loss", y_title="loss", elem_id="loss-plot", **CURVES
+                        )
                         accuracy_plot = gr.LinePlot(
-                            title="Accuracy", label="Accuracy", y_title="accuracy", y_lim=[0, 1], **CURVES
+                            title="Accuracy",
+                            label="Accuracy",
+                            y_title="accuracy",
+                            y_lim=[0, 1],
+                            elem_id="accuracy-plot",
+                            **CURVES,
                         )
                     compare = gr.Checkbox(label="Overlay the curves of earlier runs in this session")
                     epoch_table = gr.Dataframe(
                         headers=list(studio.epoch_table()), label="Per epoch", interactive=False
                     )
-            results = gr.Markdown(label="Results")
+            results = gr.Markdown(label="Results", elem_id="train-results")
             with gr.Row(visible=False) as result_images:
                 confusion = gr.Image(
-                    label="Confusion matrix (rows: true digit)", format="png", interactive=False
+                    label="Confusion matrix (rows: true digit)",
+                    format="png",
+                    interactive=False,
+                    elem_id="confusion",
                 )
                 mistakes = gr.Gallery(
                     label="Misclassified test digits: true → predicted (confidence)",
@@ -402,6 +414,7 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                 show_button = gr.Button("Show samples", variant="primary")
             samples = gr.Gallery(
                 label="Random samples (caption: label)",
+                elem_id="samples",
                 columns=8,
                 format="png",
                 height=480,

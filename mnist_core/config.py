@@ -101,3 +101,7 @@ PRESETS = {
         arch="cnn", epochs=12, batch_size=128, learning_rate=0.003, augment=True, schedule="cosine"
     ),
 }
+
+
+class BusyError(RuntimeError):
+    """A training job is already running in this process (defined here, where importing costs nothing)."""

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _mnist_dir() -> Path:
     """MNIST_DATA, else the project's data/ folder, else the shared copy beside the checkout."""
     if os.environ.get("MNIST_DATA"):
-        return Path(os.environ["MNIST_DATA"])
+        return Path(os.environ["MNIST_DATA"]).resolve()
     local = ROOT / "data"
     if any(local.glob("train-images-idx3-ubyte*")):
         return local

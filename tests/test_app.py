@@ -223,7 +223,7 @@ def test_bad_hyperparameters_are_refused_with_a_clear_message(app):
 
 
 def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(app):
-    started = app.call("mlp", 2, 32, 0.001, 4000, api_name="/train")
+    started = app.call("mlp", 3, 32, 0.001, 12000, api_name="/train")
     assert started["status"] == "running"
     seen_updates = set()
     status = app.status()
@@ -239,8 +239,8 @@ def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(ap
     metadata = json.loads(path.with_suffix(".json").read_text())
     assert path.is_file()
     assert metadata["metrics"]["test_accuracy"] == pytest.approx(status["test_accuracy"])
-    assert metadata["config"]["train_size"] == 4000 and metadata["config"]["epochs"] == 2
-    assert "--train-size 4000" in metadata["command"]
+    assert metadata["config"]["train_size"] == 12000 and metadata["config"]["epochs"] == 3
+    assert "--train-size 12000" in metadata["command"]
 
     poll = app.call(False, api_name="/poll")
     assert status["model"] in poll[0]  # "Active model: mlp-..." in the Draw tab

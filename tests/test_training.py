@@ -65,9 +65,10 @@ def test_stop_ends_within_a_batch_and_second_job_is_busy(mnist):
     stopped_after = time.perf_counter() - asked
     assert job.status == "stopped" and "stopped" in job.result["message"]
     assert job.epoch == 1, "the run went on into another epoch after the stop"
-    # A stop lands mid-epoch: only the validation and test evaluation follow, not the rest of 938 steps.
-    assert stopped_after < 15, f"stop took {stopped_after:.1f} s"
-    assert 0.0 < job.result["test_accuracy"] <= 1.0
+    # A stop lands after the current TensorFlow call and skips the validation pass.
+    assert stopped_after < 3, f"stop took {stopped_after:.1f} s"
+    assert job.result["test_accuracy"] is None, "a stopped run is not evaluated"
+    assert not any(r["type"] == "epoch" for r in job.records), "the interrupted epoch was reported"
     # The process is free for the next run once the job has ended.
     follow_up = start_training(TrainConfig(epochs=1, train_size=200), mnist)
     assert run(follow_up)[-1]["status"] == "finished"
