@@ -12,8 +12,8 @@ FULL_TRAIN_SIZE = 60_000
 ARCH_NAMES = ("mlp", "cnn")
 
 
-def _limit(default, low, high, help_text):
-    return field(default=default, metadata={"min": low, "max": high, "help": help_text})
+def _limit(default, low, high, help_text, open_low=False):
+    return field(default=default, metadata={"min": low, "max": high, "open_low": open_low, "help": help_text})
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,12 @@ class TrainConfig:
     arch: str = field(default="mlp", metadata={"choices": ARCH_NAMES, "help": "network to train"})
     epochs: int = _limit(10, 1, 100, "passes over the training set")
     batch_size: int = _limit(32, 1, 4096, "samples per gradient step")
-    learning_rate: float = _limit(0.001, 0.0, 1.0, "Adam step size, in (0, 1]")
+    learning_rate: float = _limit(0.001, 0.0, 1.0, "Adam step size, in (0, 1]", open_low=True)
     train_size: int = _limit(
         FULL_TRAIN_SIZE, 100, FULL_TRAIN_SIZE, "training images used (a seeded random subset)"
     )
     seed: int = _limit(0, 0, 2**31 - 1, "random seed for weights, shuffling and subset")
+    label_smoothing: float = _limit(0.0, 0.0, 0.5, "share of each one-hot label spread over all classes")
     augment: bool = field(default=False, metadata={"help": "random shifts and rotations while training"})
     schedule: str = field(
         default="constant", metadata={"choices": ("constant", "cosine"), "help": "learning-rate schedule"}
@@ -80,9 +81,9 @@ def _checked(f: dataclasses.Field, value):
         value = float(value)
     low, high = f.metadata["min"], f.metadata["max"]
     # The learning rate's lower bound is open: 0 would never move the weights.
-    too_low = value <= low if kind is float else value < low
+    too_low = value <= low if f.metadata["open_low"] else value < low
     if too_low or value > high or (kind is float and not math.isfinite(value)):
-        bracket = "(" if kind is float else "["
+        bracket = "(" if f.metadata["open_low"] else "["
         raise ValueError(f"{received}; expected a value in {bracket}{low}, {high}]")
     return value
 

@@ -142,6 +142,7 @@ class TrainingJob:
             config.learning_rate,
             schedule=config.schedule,
             total_steps=steps * config.epochs,
+            label_smoothing=config.label_smoothing,
             steps_per_execution=steps_per_execution(config.batch_size),
             jit_compile=JIT_COMPILE[config.arch] and not config.augment,
         )
