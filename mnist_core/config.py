@@ -99,7 +99,13 @@ PRESETS = {
     # Exactly the tutorial: Adam at its default rate, batch 32, 10 epochs, the full training set.
     "mlp": TrainConfig(),
     "cnn": TrainConfig(
-        arch="cnn", epochs=12, batch_size=128, learning_rate=0.003, augment=True, schedule="cosine"
+        arch="cnn",
+        epochs=12,
+        batch_size=128,
+        learning_rate=0.003,
+        label_smoothing=0.1,
+        augment=True,
+        schedule="cosine",
     ),
 }
 
