@@ -57,6 +57,20 @@ SELECT_BRUSH_JS = """
 }
 """
 
+# Gradio 6.31 empties the canvas when a handler returns None for it only the first time, and leaves no
+# tool selected afterwards: press the sketchpad's own bin, then pick the brush again.
+CLEAR_CANVAS_JS = """
+() => {
+  document.querySelector("#sketch button[aria-label='Clear canvas']")?.click();
+  let tries = 0;
+  const timer = setInterval(() => {
+    const brush = document.querySelector("#sketch button[aria-label='Brush']");
+    if (brush && !brush.classList.contains("highlight")) brush.click();
+    if (++tries > 10) clearInterval(timer);
+  }, 200);
+}
+"""
+
 logger = logging.getLogger("mnist_studio")
 # Replaced in main() by one built from the command line; handlers read this global at call time.
 studio = Studio(ROOT / "models")
@@ -135,7 +149,7 @@ def describe_photo(image_path):
 @friendly_errors
 def clear_drawing():
     """Empty the canvas and the photo; back to the 'draw a digit' state."""
-    return None, None, None, None, EMPTY_ANSWER, "sketch"
+    return None, None, None, EMPTY_ANSWER, "sketch"
 
 
 @friendly_errors
@@ -401,7 +415,6 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
             with gr.Accordion("Run status (JSON, as the API returns it)", open=False):
                 status_json = gr.JSON(label="Run status")
             seen = gr.State({})
-            timer = gr.Timer(1.0)
 
         with gr.Tab("Dataset", id="dataset"):
             dataset_status = gr.Markdown(label="Data status")
@@ -432,6 +445,10 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                     elem_classes="pixelated",
                 )
 
+    # Outside the tabs: gradio runs no timer in a tab that was never opened, and a visitor who stays on
+    # Draw must still see the active model change.
+    timer = gr.Timer(1.0)
+
     # --- wiring: predictions never wait behind training or each other -------------------------
     draw_outputs = [model_view, probabilities, answer, source]
     fast = {"concurrency_limit": None, "concurrency_id": "predict", "show_progress": "hidden"}
@@ -439,7 +456,10 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
         classify_sketch, sketch, draw_outputs, api_name="predict_sketch", trigger_mode="always_last", **fast
     )
     predict_button.click(classify_sketch, sketch, draw_outputs, api_name="predict_sketch_button", **fast)
-    clear_button.click(clear_drawing, None, [sketch, photo, *draw_outputs], api_name="clear", **fast)
+    # The canvas is emptied in the browser (CLEAR_CANVAS_JS); setting it from here would drop the brush.
+    clear_button.click(
+        clear_drawing, None, [photo, *draw_outputs], api_name="clear", js=CLEAR_CANVAS_JS, **fast
+    )
     photo.change(predict, photo, probabilities, api_name="predict", **fast)
     photo.change(describe_photo, photo, [model_view, answer, source], api_name="predict_photo", **fast)
     model_picker.input(

@@ -1,0 +1,294 @@
+"""The app in a real browser: headless Chromium draws, uploads, trains and browses the way a person does.
+
+The app runs as `python app.py` on 127.0.0.1 and a free port, with a copy of the shipped model; Playwright
+drives Debian's /usr/bin/chromium (scripts/browser.py holds the driving code). Each test leaves a screenshot
+in test-artifacts/browser-*.png, so a failure can be seen.
+"""
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+from scripts.browser import (
+    BLANK_INK,
+    BRUSH,
+    canvas_ink,
+    chart_points,
+    clear,
+    copy_shipped_model,
+    draw_digit,
+    fill_number,
+    image_pixels,
+    launch_chromium,
+    open_app,
+    open_tab,
+    serve_app,
+    stroke_latencies,
+    summary,
+    train_snapshot,
+    wait_for_digit,
+    wait_for_empty,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+TRAIN_SECONDS = 180  # a short run on a busy 2-core machine, with Chromium drawing beside it
+RUNNING = re.compile(r"epoch \d+ of \d+ · step")  # the progress line while a run trains
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, mnist_dir):
+    """The app with the real data and a copy of the shipped model: training never writes into the repo."""
+    with serve_app(copy_shipped_model(tmp_path_factory.mktemp("browser") / "models"), mnist_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(exist_ok=True)
+    for old in ARTIFACTS.glob("browser-*.png"):
+        old.unlink()
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url, request):
+    """A fresh visitor on the Draw tab; its last state is saved as a screenshot, pass or fail."""
+    page = open_app(browser, app_url)
+    yield page
+    shot(page, re.sub(r"\W+", "-", request.node.name.removeprefix("test_")).strip("-"))
+    page.context.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=ARTIFACTS / f"browser-{name}.png", full_page=True)
+
+
+def check_preview(page) -> np.ndarray:
+    """The 'what the model sees' image: 28 x 28 pixels shown as 10 px blocks, a white digit on black."""
+    view = image_pixels(page, "#model-view")
+    assert view is not None, "no 28x28 preview is shown"
+    small = view[::10, ::10]
+    assert view.shape == (280, 280)
+    assert np.array_equal(view, np.kron(small, np.ones((10, 10), np.uint8))), "not 28 x 28 whole pixels"
+    lit = float((small > 127).mean())
+    assert 0.03 < lit < 0.5, f"{lit:.0%} of the preview is lit: empty or flooded"
+    rows = np.flatnonzero(small.max(1) > 127)
+    assert 14 <= rows[-1] - rows[0] + 1 <= 22, rows  # scaled into MNIST's 20 x 20 box
+    return small
+
+
+def check_empty(page) -> None:
+    """The state of a fresh page: 'draw a digit', no preview, nothing on the canvas."""
+    wait_for_empty(page)
+    expect(page.locator("#answer .empty")).to_contain_text("Draw a digit")
+    expect(page.locator("#model-view img")).to_have_count(0)
+    assert canvas_ink(page) < BLANK_INK
+
+
+# --- Draw ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digit", [1, 0, 7])
+def test_a_digit_drawn_with_the_mouse_is_read_and_shown_as_the_model_sees_it(page, digit):
+    expect(page.locator(BRUSH)).to_have_class(re.compile(r"\bhighlight\b"), timeout=30_000)  # ready to draw
+    check_empty(page)
+    draw_digit(page, digit)
+    assert canvas_ink(page) > 0.02, "the strokes left no ink on the canvas"
+    wait_for_digit(page, digit)
+    check_preview(page)
+
+
+def test_clear_returns_to_the_empty_state_every_time_with_the_brush_ready(page):
+    for digit in (1, 7):
+        draw_digit(page, digit)
+        wait_for_digit(page, digit)
+        clear(page)
+        check_empty(page)
+        # Ready for the next digit: the brush stays picked, no "select the draw tool" hint.
+        expect(page.locator(BRUSH)).to_have_class(re.compile(r"\bhighlight\b"), timeout=10_000)
+        expect(page.get_by_text("select the draw tool to start")).to_have_count(0)
+
+
+def test_an_uploaded_photo_of_a_test_digit_is_read(page, mnist, tmp_path):
+    index = int(np.flatnonzero(mnist.y_test == 2)[0])  # a digit none of the drawing tests draws
+    photo = scan(mnist.x_test[index], tmp_path / "two.png")
+    open_tab(page, "Photo")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#photo").get_by_text("Click to Upload").click()
+    chooser.value.set_files(photo)
+    wait_for_digit(page, 2)
+    check_preview(page)
+
+
+def scan(image: np.ndarray, path: Path) -> Path:
+    """An MNIST digit made to look like a scan: dark ink on light paper, enlarged, a little noise."""
+    rng = np.random.default_rng(0)
+    big = np.asarray(Image.fromarray(image).resize((224, 224), Image.Resampling.BICUBIC), np.float32)
+    paper = 235 - big / 255 * 205 + rng.normal(0, 3, big.shape)
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(path)
+    return path
+
+
+def test_the_time_from_a_stroke_to_its_prediction_is_reported(page):
+    # Reported, not asserted: the figure depends on the machine; scripts/benchmark.py keeps it too.
+    figures = stroke_latencies(page, repeats=2, warmup=0)  # the server's model is warm by now
+    stats = summary(figures)
+    shown = " ".join(f"{ms:.0f}" for ms in figures)
+    print(f"\nstroke end -> prediction shown: {shown} ms (p50 {stats['p50_ms']:.0f} ms)")
+
+
+# --- Dataset ------------------------------------------------------------------------------------
+
+
+def gallery(page) -> list[dict]:
+    """Each sample's caption and the size of its image as loaded."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#samples .gallery-item')].map(item => {
+             const img = item.querySelector('img');
+             return {caption: item.querySelector('.caption-label')?.textContent.trim() ?? null,
+                     width: img ? img.naturalWidth : 0, height: img ? img.naturalHeight : 0};
+           })"""
+    )
+
+
+def show_samples(page, count: int) -> list[dict]:
+    fill_number(page, "number input for How many", count)
+    page.get_by_role("button", name="Show samples", exact=True).click()
+    page.wait_for_function(
+        """n => { const items = [...document.querySelectorAll('#samples .gallery-item img')];
+                  return items.length === n && items.every(img => img.complete && img.naturalWidth > 0); }""",
+        arg=count,
+        timeout=60_000,
+    )
+    return gallery(page)
+
+
+def test_dataset_samples_fill_the_gallery_with_labelled_images(page):
+    open_tab(page, "Dataset")
+    page.get_by_label("Test set").check()
+    items = show_samples(page, 12)
+    assert len(items) == 12
+    assert all(item["caption"] in [str(d) for d in range(10)] for item in items), items
+    assert all(item["width"] == item["height"] > 0 for item in items)
+    assert len({item["caption"] for item in items}) > 1  # random digits, not one class
+
+    page.get_by_role("combobox", name="Digit").click()
+    page.get_by_role("option", name="3", exact=True).click()
+    items = show_samples(page, 5)
+    assert [item["caption"] for item in items] == ["3"] * 5
+    first = image_pixels(page, "#samples .gallery-item")
+    assert first is not None and first.max() > 200 and first.mean() < 128  # a white digit on black
+
+
+# --- Train --------------------------------------------------------------------------------------
+
+
+def set_training(page, epochs: int, batch_size: int, train_size: int) -> None:
+    fill_number(page, "number input for Epochs", epochs)
+    fill_number(page, re.compile(r"^Batch size"), batch_size)
+    fill_number(page, re.compile(r"^number input for Training images"), train_size)
+
+
+def watch_run(page, done: re.Pattern, timeout: float = TRAIN_SECONDS) -> list[dict]:
+    """Read the progress line and count the charts' points every 0.1 s until `done` matches the line."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while not samples or not done.search(samples[-1]["progress"]):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the run did not end in {timeout} s; progress: {samples[-1]['progress']!r}")
+        page.wait_for_timeout(100)
+        samples.append(train_snapshot(page))
+    return samples
+
+
+def updates_while_running(samples: list[dict], chart: str, before: int) -> list[int]:
+    """The point counts a chart grew to while the progress line said the run was training."""
+    counts, last = [], before
+    for sample in samples:
+        if RUNNING.search(sample["progress"]) and sample[chart] > last:
+            counts.append(sample[chart])
+        last = max(last, sample[chart])
+    return counts
+
+
+def test_a_short_run_moves_the_curves_then_shows_accuracy_and_confusion(page):
+    open_tab(page, "Train")
+    expect(page.locator("#train-progress")).to_contain_text("No run yet")
+    before = {chart: chart_points(page, f"#{chart}-plot") for chart in ("loss", "accuracy")}
+    assert before == {"loss": 0, "accuracy": 0}
+    # Small batches keep a 20,000-image subset busy for several seconds: time for the charts to move.
+    set_training(page, epochs=2, batch_size=8, train_size=20_000)
+    page.get_by_role("button", name="Train", exact=True).click()
+    samples = watch_run(page, re.compile(r"finished|failed|stopped"))
+    shot(page, "train-finished")
+
+    progress = [s["progress"] for s in samples]
+    assert any("epoch 1 of 2 · step" in p and "of 2,500" in p for p in progress), progress[:5]  # settings
+    for chart in ("loss", "accuracy"):
+        grew = updates_while_running(samples, chart, before[chart])
+        print(f"\n{chart} chart points while the run trained: {grew}")
+        assert len(grew) >= 2, f"the {chart} chart moved {len(grew)} times while training: {grew}"
+    assert "finished" in progress[-1], progress[-1]
+
+    results = page.locator("#train-results")
+    expect(results).to_contain_text(re.compile(r"Run \d+: test accuracy \d+\.\d+%"), timeout=30_000)
+    accuracy = float(re.search(r"test accuracy (\d+\.\d+)%", results.inner_text())[1])
+    assert accuracy > 80, accuracy
+    expect(page.locator("#confusion img")).to_be_visible(timeout=30_000)
+    matrix = image_pixels(page, "#confusion")
+    assert matrix is not None and min(matrix.shape) >= 200 and matrix.std() > 20  # a drawn matrix
+
+
+def test_stop_ends_a_long_run_within_its_first_epochs(page):
+    open_tab(page, "Train")
+    set_training(page, epochs=30, batch_size=8, train_size=60_000)  # ~6 s an epoch here
+    page.get_by_role("button", name="Train", exact=True).click()
+    progress = page.locator("#train-progress")
+    expect(progress).to_contain_text(re.compile(r"epoch \d+ of 30 · step"), timeout=120_000)
+    shot(page, "train-running")
+    running = int(re.search(r"epoch (\d+) of 30", progress.inner_text())[1])
+    page.get_by_role("button", name="Stop", exact=True).click()
+    asked = time.monotonic()
+    expect(progress).to_contain_text("Stopped during epoch", timeout=60_000)
+    print(f"\nStop -> 'stopped' shown: {time.monotonic() - asked:.1f} s")
+    stopped = int(re.search(r"Stopped during epoch (\d+) of 30", progress.inner_text())[1])
+    assert stopped <= running + 1, (running, stopped)  # the epoch it was in, or the next at the latest
+    expect(page.locator("#train-results")).to_contain_text(re.compile(r"Run \d+ stopped"), timeout=30_000)
+    # Stopped means the curves stop too.
+    points = chart_points(page, "#loss-plot")
+    page.wait_for_timeout(3000)
+    assert chart_points(page, "#loss-plot") == points
+    expect(progress).to_contain_text("Stopped during epoch")
+
+
+def test_a_visitor_on_the_draw_tab_sees_another_choose_the_active_model(browser, app_url, page):
+    visitor = open_app(browser, app_url)  # stays on the Draw tab
+    try:
+        status = visitor.get_by_text(re.compile(r"^Active model: "))
+        expect(status).to_be_visible(timeout=60_000)
+        active = status.inner_text().removeprefix("Active model: ").split(" · ")[0]
+        picker = page.get_by_role("combobox", name="Model")
+        picker.click()
+        others = page.get_by_role("option").filter(has_not_text=re.compile(rf"^{re.escape(active)} · "))
+        if not others.count():
+            pytest.skip("one model only: the training tests above make a second one")
+        chosen = others.first.inner_text().split(" · ")[0]
+        others.first.click()
+        now_active = re.compile(rf"^Active model: {re.escape(chosen)} · ")
+        expect(page.get_by_text(now_active)).to_be_visible(timeout=30_000)
+        # The model is active for everyone; the visitor's page polls the server every second.
+        expect(visitor.get_by_text(now_active)).to_be_visible(timeout=10_000)
+    finally:
+        shot(visitor, "visitor-draw-tab")
+        visitor.context.close()
