@@ -299,6 +299,12 @@ def wait_for_empty(page, timeout: float = ANSWER_SECONDS) -> None:
 def clear(page, timeout: float = ANSWER_SECONDS) -> None:
     """Press the app's Clear; return once the answer says 'draw a digit' and the canvas is blank again."""
     page.get_by_role("button", name="Clear", exact=True).click()
+    try:
+        wait_for_empty(page, timeout / 2)
+    except AssertionError:
+        # Known race (see the issue notes): under load, the prediction of the last stroke can land after
+        # Clear and show its digit again; a person presses Clear once more, and so does this test.
+        page.get_by_role("button", name="Clear", exact=True).click()
     _wait_blank(page, "Clear", timeout)
 
 
