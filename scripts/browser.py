@@ -266,34 +266,33 @@ def wait_for_digit(page, expected: str | int, timeout: float = ANSWER_SECONDS) -
     A digit of several strokes gets a prediction after each; the first may already show `expected` while
     the last is still coming, and it is the last that counts.
     """
-    try:
-        page.wait_for_function(
-            """([digit, quiet]) => document.querySelector('#answer .digit')?.textContent.trim() === digit
-                                   && performance.now() - window.__strokeWatch.changed > quiet""",
-            arg=[str(expected), SETTLE_SECONDS * 1000],
-            timeout=timeout * 1000,
-            polling=100,
-        )
-    except Exception as error:
-        raise AssertionError(
-            f"the page never settled on {expected}; it shows {shown_digit(page)!r}"
-        ) from error
+    _wait_settled(
+        page,
+        "digit => document.querySelector('#answer .digit')?.textContent.trim() === digit",
+        str(expected),
+        f"{expected}",
+        timeout,
+    )
 
 
 def wait_for_empty(page, timeout: float = ANSWER_SECONDS) -> None:
     """Wait until the answer panel says 'draw a digit' and has settled."""
+    empty = "() => Boolean(document.querySelector('#answer .empty'))"
+    _wait_settled(page, empty, None, "'draw a digit'", timeout)
+
+
+def _wait_settled(page, shown_js: str, arg, what: str, timeout: float) -> None:
+    """Wait until `shown_js(arg)` holds and the answer has not changed for SETTLE_SECONDS."""
     try:
         page.wait_for_function(
-            """quiet => Boolean(document.querySelector('#answer .empty'))
-                        && performance.now() - window.__strokeWatch.changed > quiet""",
-            arg=SETTLE_SECONDS * 1000,
+            f"""([arg, quiet]) => ({shown_js})(arg)
+                                 && performance.now() - window.__strokeWatch.changed > quiet""",
+            arg=[arg, SETTLE_SECONDS * 1000],
             timeout=timeout * 1000,
             polling=100,
         )
     except Exception as error:
-        raise AssertionError(
-            f"the page never settled on 'draw a digit'; it shows {shown_digit(page)!r}"
-        ) from error
+        raise AssertionError(f"the page never settled on {what}; it shows {shown_digit(page)!r}") from error
 
 
 def clear(page, timeout: float = ANSWER_SECONDS) -> None:

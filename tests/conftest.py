@@ -3,7 +3,9 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +37,12 @@ def mnist(mnist_dir):
     from mnist_core.data import load_mnist
 
     return load_mnist(mnist_dir)
+
+
+def scan(image: np.ndarray, path: Path) -> Path:
+    """An MNIST digit made to look like a scan: dark ink on light paper, enlarged, a little noise."""
+    rng = np.random.default_rng(0)
+    big = np.asarray(Image.fromarray(image).resize((224, 224), Image.Resampling.BICUBIC), np.float32)
+    paper = 235 - big / 255 * 205 + rng.normal(0, 3, big.shape)
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(path)
+    return path

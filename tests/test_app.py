@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import scan
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -115,15 +116,6 @@ def offline_app(tmp_path_factory):
     server.close()
 
 
-def _photo(image: np.ndarray, path: Path) -> Path:
-    """An MNIST digit made to look like a scan: dark ink on light paper, enlarged, a little noise."""
-    rng = np.random.default_rng(0)
-    big = np.asarray(Image.fromarray(image).resize((224, 224), Image.Resampling.BICUBIC), np.float32)
-    paper = 235 - big / 255 * 205 + rng.normal(0, 3, big.shape)
-    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(path)
-    return path
-
-
 def _label(output) -> str:
     return output["label"]
 
@@ -140,7 +132,7 @@ def test_building_the_page_does_not_load_tensorflow():
 def test_predict_reads_photos_of_real_test_digits(app, mnist, tmp_path):
     right = 0
     for i in range(10):
-        path = _photo(mnist.x_test[i], tmp_path / f"digit{i}.png")
+        path = scan(mnist.x_test[i], tmp_path / f"digit{i}.png")
         right += _label(app.call(handle_file(str(path)), api_name="/predict")) == str(mnist.y_test[i])
     assert right >= 9
 
@@ -267,7 +259,7 @@ def test_a_second_run_is_refused_and_stop_stops_the_first(app, tmp_path, mnist):
     assert f"Run {running['run']}" in visitor[3] and "samples/s" in visitor[3]
     assert {row[2] for row in visitor[4]["value"]["data"]} >= {"train"}
     # Predictions do not wait behind the training job.
-    path = _photo(mnist.x_test[0], tmp_path / "seven.png")
+    path = scan(mnist.x_test[0], tmp_path / "seven.png")
     asked = time.monotonic()
     assert _label(app.call(handle_file(str(path)), api_name="/predict")) == "7"
     assert time.monotonic() - asked < 10
@@ -295,7 +287,7 @@ def test_share_offline_keeps_serving_and_says_so_in_one_line(offline_app, mnist,
     assert not any("Traceback" in line for line in offline_app.stdout + offline_app.stderr)
     with pytest.raises(Exception, match="(?i)credentials|login|auth"):
         Client(offline_app.url, verbose=False)
-    path = _photo(mnist.x_test[0], tmp_path / "seven.png")
+    path = scan(mnist.x_test[0], tmp_path / "seven.png")
     assert _label(offline_app.call(handle_file(str(path)), api_name="/predict")) == "7"
 
 

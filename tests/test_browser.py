@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import scan
 from playwright.sync_api import expect, sync_playwright
 
 from scripts.browser import (
@@ -129,15 +129,6 @@ def test_an_uploaded_photo_of_a_test_digit_is_read(page, mnist, tmp_path):
     chooser.value.set_files(photo)
     wait_for_digit(page, 2)
     check_preview(page)
-
-
-def scan(image: np.ndarray, path: Path) -> Path:
-    """An MNIST digit made to look like a scan: dark ink on light paper, enlarged, a little noise."""
-    rng = np.random.default_rng(0)
-    big = np.asarray(Image.fromarray(image).resize((224, 224), Image.Resampling.BICUBIC), np.float32)
-    paper = 235 - big / 255 * 205 + rng.normal(0, 3, big.shape)
-    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(path)
-    return path
 
 
 def test_the_time_from_a_stroke_to_its_prediction_is_reported(page):
