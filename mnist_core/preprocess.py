@@ -25,12 +25,17 @@ ACCEPTED = "a gr.Sketchpad dict, a PIL image, a numpy array (H x W, H x W x 3 or
 
 def to_mnist(value) -> np.ndarray | None:
     """A sketch or upload as the (28, 28) float32 image an MNIST model expects; None when nothing is drawn."""
-    ink = ink_from_sketch(value) if isinstance(value, dict) else ink_from_image(value)
+    ink = _sketch_ink(value, crop=True) if isinstance(value, dict) else ink_from_image(value)
     return None if ink is None else center_like_mnist(ink)
 
 
 def ink_from_sketch(value: dict | None) -> np.ndarray | None:
     """Ink (float32 H x W in [0, 1]) of a gr.Sketchpad value: layer alpha, else composite, else background."""
+    return _sketch_ink(value, crop=False)
+
+
+def _sketch_ink(value: dict | None, crop: bool) -> np.ndarray | None:
+    """ink_from_sketch; with `crop`, a drawn layer's ink comes cut to its bounding box."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -40,8 +45,16 @@ def ink_from_sketch(value: dict | None) -> np.ndarray | None:
         if len({a.shape for a in layers}) > 1:
             shapes = [a.shape for a in layers]
             raise ValueError(f"sketch layers differ in size: {shapes}; expected one canvas size")
-        alpha = np.maximum.reduce([a[..., 3] for a in layers])
-        if int(alpha.max()) - int(alpha.min()) >= MIN_CONTRAST * 255:
+        # A contiguous uint8 copy first: reductions over the strided alpha channel are 5-10x slower.
+        alpha = layers[0][..., 3].copy()
+        for layer in layers[1:]:
+            np.maximum(alpha, layer[..., 3], out=alpha)
+        row_peaks = alpha.max(1)
+        if int(row_peaks.max()) - int(alpha.min()) >= MIN_CONTRAST * 255:
+            if crop:
+                # Cut to the ink while still uint8: a whole 800 x 800 canvas in float32 costs ~3 ms.
+                rows, cols = np.flatnonzero(row_peaks), np.flatnonzero(alpha.max(0))
+                alpha = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
             return alpha.astype(np.float32) / 255
     # No drawn layer: the composite (opaque white with black strokes) or background, read like an upload.
     for key in ("composite", "background"):

@@ -147,6 +147,24 @@ def test_layers_are_merged():
     assert np.abs(whole - merged).max() < 0.05
 
 
+@pytest.mark.parametrize(
+    ("strokes", "size", "scale"),
+    [(DIGITS["2"], 800, 1.0), (DIGITS["0"], 560, 3.0), ([[(0.1, 0.9)]], 560, 1.0), (DIGITS["7"], 1, 1.0)],
+)
+def test_sketch_is_cropped_before_float_without_changing_the_result(strokes, size, scale):
+    # to_mnist cuts a drawn layer to its ink while still uint8; the result must equal the full-canvas route.
+    layers = [np.asarray(draw([stroke], size=size, scale=scale)) for stroke in strokes]  # read-only arrays
+    before = [layer.copy() for layer in layers]
+    value = {"background": None, "layers": layers, "composite": None}
+    full = ink_from_sketch(value)
+    if size == 1:  # a 1 px canvas has no contrast: nothing drawn either way
+        assert full is None and to_mnist(value) is None
+    else:
+        assert full.shape == (size, size)
+        assert np.array_equal(to_mnist(value), center_like_mnist(full))
+    assert all(np.array_equal(layer, old) for layer, old in zip(layers, before, strict=True))
+
+
 def test_both_polarities_of_uploads_agree():
     dark_on_paper = draw(DIGITS["2"], size=400, width=14, ink=0, paper=255, mode="L")
     light_on_black = draw(DIGITS["2"], size=400, width=14, ink=255, paper=0, mode="L")
