@@ -1,4 +1,8 @@
-"""Matplotlib figures for MNIST; built on Figure directly (no pyplot state), returned, never shown."""
+"""Matplotlib figures for MNIST; built on Figure directly (no pyplot state), returned, never shown.
+
+Matplotlib is imported only when a figure is made (it costs most of a second), so the app's page and
+upscale() never wait for it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import io
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from mnist_core.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DIGITS = list(range(10))
 WRONG_COLOR = "#c0392b"
@@ -26,6 +31,13 @@ def _as_images(images, what: str) -> np.ndarray:
     return array
 
 
+def _figure(**kwargs) -> Figure:
+    """A new matplotlib Figure, importing matplotlib on first use."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _show_digit(ax, image) -> None:
     vmax = 255 if np.issubdtype(np.asarray(image).dtype, np.integer) else 1.0
     # White digit on black, exactly as the model sees it; nearest keeps the pixels crisp.
@@ -35,7 +47,7 @@ def _show_digit(ax, image) -> None:
 
 
 def _empty_figure(message: str) -> Figure:
-    fig = Figure(figsize=(4, 1.2))
+    fig = _figure(figsize=(4, 1.2))
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12)
     ax.axis("off")
@@ -64,7 +76,7 @@ def samples_figure(images, labels, predictions=None, columns: int = 8) -> Figure
         return _empty_figure("No images")
     columns = min(columns, len(images))
     rows = math.ceil(len(images) / columns)
-    fig = Figure(figsize=(1.25 * columns, 1.45 * rows), layout="constrained")
+    fig = _figure(figsize=(1.25 * columns, 1.45 * rows), layout="constrained")
     for i, image in enumerate(images):
         ax = fig.add_subplot(rows, columns, i + 1)
         _show_digit(ax, image)
@@ -84,7 +96,7 @@ def confusion_figure(confusion) -> Figure:
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
         raise ValueError(f"confusion_figure got shape {matrix.shape}; expected a square matrix like (10, 10)")
     size = matrix.shape[0]
-    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    fig = _figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Blues", interpolation="nearest")
     threshold = matrix.max() / 2 if matrix.size else 0
@@ -113,7 +125,9 @@ def history_figure(history: dict) -> Figure:
             f"history_figure got {type(history).__name__}; expected a dict of lists with keys "
             "loss, accuracy, val_loss, val_accuracy (e.g. keras History.history)"
         )
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(figsize=(10, 4), layout="constrained")
     for position, metric in enumerate(("accuracy", "loss"), start=1):
         ax = fig.add_subplot(1, 2, position)
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
@@ -132,7 +146,7 @@ def history_figure(history: dict) -> Figure:
 def mean_images_figure(means) -> Figure:
     """The mean image of each digit, one panel per class."""
     means = _as_images(means, "mean_images_figure")
-    fig = Figure(figsize=(1.3 * len(means), 1.6), layout="constrained")
+    fig = _figure(figsize=(1.3 * len(means), 1.6), layout="constrained")
     for digit, image in enumerate(means):
         ax = fig.add_subplot(1, len(means), digit + 1)
         _show_digit(ax, image)
@@ -145,7 +159,7 @@ def class_counts_figure(counts) -> Figure:
     counts = np.asarray(counts)
     if counts.ndim != 1 or len(counts) == 0:
         raise ValueError(f"class_counts_figure got shape {counts.shape}; expected (10,), one count per digit")
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    fig = _figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.add_subplot()
     bars = ax.bar(range(len(counts)), counts, color="#2e86c1")
     ax.bar_label(bars, fontsize=8)
@@ -170,6 +184,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """The figure rendered to an (H, W, 3) uint8 RGB array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

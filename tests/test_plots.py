@@ -2,7 +2,10 @@
 
 import gc
 import os
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -154,3 +157,19 @@ def test_upscale_makes_exact_blocks(mnist):
     np.testing.assert_array_equal(floats[::3, ::3], [[0, 128], [255, 255]])
     assert floats.shape == (6, 6)
     np.testing.assert_array_equal(plots.upscale(image, scale=1), image)
+
+
+def test_app_facing_modules_import_no_heavy_frameworks():
+    # The app's page must not wait for matplotlib, TensorFlow or Keras: they load when first needed.
+    heavy = ("matplotlib", "tensorflow", "keras")
+    code = (
+        "import sys, numpy as np\n"
+        "import mnist_core.studio, mnist_core.plots, mnist_core.store, mnist_core.data, mnist_core.config\n"
+        "from mnist_core.plots import upscale\n"
+        "assert upscale(np.eye(28, dtype=np.float32), 4).shape == (112, 112)\n"
+        f"print(sorted({{name.split('.')[0] for name in sys.modules}} & {set(heavy)!r}))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
