@@ -1,0 +1,681 @@
+"""Load test: N visitors ask for predictions while a training run is in progress; a table and JSON.
+
+python scripts/loadtest.py                            # 50 clients, 30 s, CNN preset training, own app
+python scripts/loadtest.py --clients 8 --duration 5 --arch mlp --train-size 5000
+python scripts/loadtest.py --url http://127.0.0.1:7860/ --pid 1234    # an app that is already running
+
+Unless --url is given, it starts `python app.py` on a free port of 127.0.0.1 with a copy of the shipped
+model, waits until a prediction answers, starts a training run through the API, waits until batches flow,
+then lets the clients loose: --warmup seconds not counted, then --duration seconds measured. At the end
+it stops the run (the `stop` endpoint) and the app.
+
+A client is one visitor with the app open, drawing: it sends a digit image, waits for the answer, pauses
+--interval seconds (jittered 0.5-1.5x so that clients never march in step) and sends the next. The Draw
+tab behaves the same way: the sketchpad's change event runs with trigger_mode="always_last", so a
+browser never has two predictions of its own in flight, and a new one goes out as a stroke ends. A
+digit takes one to three strokes of about half a second each, hence a default of 0.5 s: 50 such
+visitors offer up to about 100 predictions a second, far more than 50 people would on a real day.
+
+Each prediction goes the way a script or the Photo tab sends it, over Gradio's REST API: POST the PNG to
+/gradio_api/upload, POST /gradio_api/call/predict, read the server-sent events of
+/gradio_api/call/predict/<event_id> until `complete`; the latency covers all three. The images are MNIST
+test digits made to look like scans (dark ink on light paper, 140 px), in a few hundred noisy variants
+rendered up front, so the server sees distinct files as it would from real visitors. The clients run on
+asyncio + httpx in --processes worker processes; each reports its CPU time and event-loop lag, so one
+can tell when the load generator itself, not the server, adds the delay.
+
+Errors: any exception, an HTTP error, an `error` event, a timeout, or an answer that is not ten
+probabilities of the digits 0-9 summing to 1. Memory: the server's VmRSS (/proc/<pid>/status) at the end
+of the warm-up and at the end of the run. Targets (the issue's): 0 errors, p95 <= 250 ms, memory flat
+(growth <= 50 MB over the measured run), with training running throughout and >= 90% of answers right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_core.config import PRESETS  # noqa: E402
+from mnist_core.data import load_mnist  # noqa: E402
+
+SHIPPED_MODEL = ROOT / "models" / "default.keras"
+API = "gradio_api"
+# The issue's targets.
+TARGET_ERRORS = 0
+TARGET_P95_MS = 250.0
+TARGET_GROWTH_MB = 50.0  # MB = 10**6 bytes of VmRSS, end of the run minus end of the warm-up
+TARGET_RIGHT = 0.9  # share of answers naming the digit shown: the answers are real, not just well formed
+START_SECONDS = 180  # gradio, then TensorFlow and the model, on a busy 2-core machine
+TRAIN_START_SECONDS = 300  # the CNN's first epoch on all 60,000 images, on a busy 2-core machine
+REQUEST_TIMEOUT = 30.0
+SAMPLE_EVERY = 1.0  # seconds between samples of the server's memory and training status
+LAG_TICK = 0.01  # the event-loop lag probe sleeps this long and records how late it wakes
+SCAN_SIZE = 140
+VARIANTS = 400  # distinct image files sent in turn
+DIGITS = 40  # MNIST test digits they are made from (the first 40: every class 2-6 times)
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def scanned_digits(data_path: str | None, variants: int = VARIANTS, seed: int = 0) -> list[tuple[bytes, int]]:
+    """(PNG bytes, true digit) pairs: MNIST test digits as scans on light paper, each with its own noise."""
+    data = load_mnist(data_path)
+    rng = np.random.default_rng(seed)
+    inks = [
+        np.asarray(
+            Image.fromarray(image).resize((SCAN_SIZE, SCAN_SIZE), Image.Resampling.BICUBIC), np.float32
+        )
+        for image in data.x_test[:DIGITS]
+    ]
+    pairs = []
+    for index in range(variants):
+        ink = inks[index % DIGITS]
+        paper = rng.uniform(215, 245) - ink / 255 * rng.uniform(170, 200) + rng.normal(0, 4, ink.shape)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        pairs.append((buffer.getvalue(), int(data.y_test[index % DIGITS])))
+    return pairs
+
+
+# --- Gradio's REST API --------------------------------------------------------------------------
+
+
+class ApiError(RuntimeError):
+    """The app answered an API call with an error event or an HTTP error."""
+
+
+def _events(lines: list[str]) -> tuple[str, str]:
+    """The last (event, data) pair of server-sent event lines."""
+    event, data = "", ""
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+    return event, data
+
+
+async def call_async(http: httpx.AsyncClient, base: str, api_name: str, data: list) -> list:
+    """Run one event through /call/<api_name> and return its outputs; ApiError on an error event."""
+    response = await http.post(f"{base}{API}/call/{api_name}", json={"data": data})
+    response.raise_for_status()
+    event_id = response.json()["event_id"]
+    async with http.stream("GET", f"{base}{API}/call/{api_name}/{event_id}") as stream:
+        stream.raise_for_status()
+        pending: list[str] = []
+        async for line in stream.aiter_lines():
+            if line:
+                pending.append(line)
+                continue
+            event, payload = _events(pending)
+            pending = []
+            if event == "complete":
+                return json.loads(payload)
+            if event == "error":
+                raise ApiError(f"{api_name}: {payload}")
+    raise ApiError(f"{api_name}: the event stream ended without a result")
+
+
+async def upload_async(http: httpx.AsyncClient, base: str, png: bytes) -> dict:
+    """Upload one PNG; the FileData an image input takes."""
+    response = await http.post(f"{base}{API}/upload", files={"files": ("digit.png", png, "image/png")})
+    response.raise_for_status()
+    return {"path": response.json()[0], "orig_name": "digit.png", "meta": {"_type": "gradio.FileData"}}
+
+
+async def predict_async(http: httpx.AsyncClient, base: str, png: bytes) -> dict:
+    """The app's `predict` for one image: a gr.Label value."""
+    return (await call_async(http, base, "predict", [await upload_async(http, base, png)]))[0]
+
+
+def call(base: str, api_name: str, data: list | None = None) -> list:
+    """A blocking API call, for the few control calls (train, status, stop)."""
+
+    async def once():
+        async with _http(base, 2) as http:
+            return await call_async(http, base, api_name, data or [])
+
+    return asyncio.run(once())
+
+
+def _http(base: str, connections: int) -> httpx.AsyncClient:
+    # trust_env=False: never through a proxy from the environment, the app is on this machine.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits, trust_env=False)
+
+
+def check_answer(answer) -> tuple[str | None, str | None]:
+    """(error, predicted digit): an error when the answer is not ten probabilities of 0-9 adding up to 1."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("confidences"), list):
+        return f"not a label: {str(answer)[:120]}", None
+    confidences = {str(c.get("label")): c.get("confidence") for c in answer["confidences"]}
+    if sorted(confidences) != [str(d) for d in range(10)]:
+        return f"expected the ten digits, got {sorted(confidences)}", None
+    values = list(confidences.values())
+    if not all(isinstance(v, int | float) and 0 <= v <= 1 for v in values) or abs(sum(values) - 1) > 0.01:
+        return f"probabilities do not add up to 1: {values}", None
+    return None, answer.get("label")
+
+
+# --- the clients --------------------------------------------------------------------------------
+
+
+async def visitor(http, base, images, first, interval, rng, end, records) -> None:
+    """One visitor: send, wait for the answer, pause, until `end` (time.time())."""
+    await asyncio.sleep(rng.uniform(0, interval))  # arrivals spread over the first interval
+    turn = first
+    while time.time() < end:
+        png, truth = images[turn % len(images)]
+        turn += 1
+        sent = time.time()
+        started = time.perf_counter()
+        try:
+            error, label = check_answer(await predict_async(http, base, png))
+        except Exception as failure:
+            error, label = f"{type(failure).__name__}: {failure}"[:300], None
+        records.append((sent, time.perf_counter() - started, error, label == str(truth)))
+        await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
+
+
+async def lag_probe(start: float, end: float, lags: list[float]) -> None:
+    """How late the event loop wakes from a short sleep during the measured window."""
+    while time.time() < end:
+        asyncio_started = time.perf_counter()
+        await asyncio.sleep(LAG_TICK)
+        if time.time() >= start:
+            lags.append(time.perf_counter() - asyncio_started - LAG_TICK)
+
+
+async def _run_clients(base, images, clients, interval, seed, begin, start, end) -> dict:
+    rng = random.Random(seed)
+    records: list[tuple] = []
+    lags: list[float] = []
+    await asyncio.sleep(max(0.0, begin - time.time()))
+    async with _http(base, 2 * clients + 4) as http:
+        probe = asyncio.create_task(lag_probe(start, end, lags))
+        tasks = [
+            visitor(
+                http,
+                base,
+                images,
+                rng.randrange(len(images)),
+                interval,
+                random.Random(rng.random()),
+                end,
+                records,
+            )
+            for _ in range(clients)
+        ]
+        cpu = asyncio.create_task(_cpu_between(start, end))
+        await asyncio.gather(*tasks)
+        await probe
+        cpu_seconds = await cpu
+    return {"records": records, "lags": lags, "cpu_seconds": cpu_seconds}
+
+
+async def _cpu_between(start: float, end: float) -> float:
+    """This process's CPU seconds over [start, end] (time.time())."""
+    await asyncio.sleep(max(0.0, start - time.time()))
+    before = time.process_time()
+    await asyncio.sleep(max(0.0, end - time.time()))
+    return time.process_time() - before
+
+
+def client_worker(args: tuple) -> dict:
+    """One worker process: its share of the clients on one event loop."""
+    return asyncio.run(_run_clients(*args))
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(data_path: str | None, app_dir: Path, env: dict | None = None) -> Iterator[tuple[str, int]]:
+    """`python app.py` in app_dir on a free port, with a copy of the shipped model: (url, pid)."""
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as folder:
+        models = Path(folder, "models")
+        models.mkdir()
+        for suffix in (".keras", ".json"):
+            shutil.copy(SHIPPED_MODEL.with_suffix(suffix), models)
+        port = free_port()
+        command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--models-dir", str(models)] + (["--data", data_path] if data_path else [])
+        # Gradio's uploads go to a folder of ours, so the run can say how much they add on disk.
+        environment = {**os.environ, "GRADIO_TEMP_DIR": str(Path(folder, "gradio")), **(env or {})}
+        with open(Path(folder, "app.log"), "w+") as log:
+            app = subprocess.Popen(
+                command, cwd=app_dir, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+            try:
+                url = f"http://127.0.0.1:{port}/"
+                started = time.monotonic()
+                while "MNIST Studio is running on" not in Path(log.name).read_text():
+                    if app.poll() is not None or time.monotonic() - started > START_SECONDS:
+                        raise RuntimeError(f"app.py did not start (exit {app.poll()}):\n{_tail(log.name)}")
+                    time.sleep(0.2)
+                yield url, app.pid
+            finally:
+                app.terminate()
+                try:
+                    app.wait(20)
+                except subprocess.TimeoutExpired:
+                    app.kill()
+                    app.wait()
+
+
+def _tail(path: str, chars: int = 3000) -> str:
+    return Path(path).read_text(errors="replace")[-chars:]
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a process (VmRSS), None without a pid or /proc."""
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def thread_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds per thread name of a process, numbered names folded (tf_worker_3 -> tf_worker_#)."""
+    totals: dict[str, float] = {}
+    if pid is None:
+        return totals
+    ticks = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2 :].split()
+                group = name.rstrip("0123456789").rstrip("_-") + ("_#" if name[-1:].isdigit() else "")
+                totals[group] = totals.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
+def folder_size(path: Path | None) -> tuple[int, int] | None:
+    """(files, bytes) under a folder."""
+    if path is None or not path.exists():
+        return None
+    files, size = 0, 0
+    for file in path.rglob("*"):
+        with contextlib.suppress(OSError):  # Gradio's own temporary files come and go meanwhile
+            if file.is_file():
+                size += file.stat().st_size
+                files += 1
+    return files, size
+
+
+def wait_until_ready(base: str, png: bytes) -> float:
+    """Seconds until a prediction answers (the model loads in the background)."""
+    started = time.monotonic()
+
+    async def once():
+        async with _http(base, 2) as http:
+            return await predict_async(http, base, png)
+
+    while True:
+        try:
+            asyncio.run(once())
+            return time.monotonic() - started
+        except (ApiError, httpx.HTTPError) as error:
+            if time.monotonic() - started > START_SECONDS:
+                raise RuntimeError(f"the app never answered a prediction: {error}") from error
+            time.sleep(0.5)
+
+
+def start_training(base: str, args) -> dict:
+    """Start the run and wait until its first epoch has ended; its status.
+
+    The first epoch traces and compiles the training and validation steps and allocates their buffers;
+    from the second epoch on, the run repeats itself, so memory measured then should stay flat.
+    """
+    preset = PRESETS[args.arch]
+    settings = [args.arch, args.epochs, args.batch_size or preset.batch_size]
+    settings += [preset.learning_rate, args.train_size]
+    call(base, "train", settings)
+    deadline = time.monotonic() + TRAIN_START_SECONDS
+    while time.monotonic() < deadline:
+        status = call(base, "training_status")[0]
+        if status.get("status") != "running":
+            raise RuntimeError(f"the training run is not running: {status}")
+        if status.get("val_accuracy") is not None:
+            return status
+        time.sleep(0.5)
+    raise RuntimeError(f"the training run's first epoch did not end within {TRAIN_START_SECONDS} s")
+
+
+def stop_training(base: str) -> dict:
+    """Stop the run and wait until it has ended; its last status."""
+    with contextlib.suppress(ApiError):  # "no run in progress" when it has already ended
+        call(base, "stop")
+    deadline = time.monotonic() + 120
+    status = call(base, "training_status")[0]
+    while status.get("status") in ("running", "stopping", "saving") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = call(base, "training_status")[0]
+    return status
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+
+def measure(base: str, pid: int | None, images, args, uploads: Path | None = None) -> dict:
+    """Warm-up, then the measured window; the report."""
+    begin = time.time() + 2.0  # worker processes start meanwhile
+    start = begin + args.warmup
+    end = start + args.duration
+    shares = [
+        args.clients // args.processes + (i < args.clients % args.processes) for i in range(args.processes)
+    ]
+    jobs = [
+        (base, images, share, args.interval, args.seed + index, begin, start, end)
+        for index, share in enumerate(shares)
+        if share
+    ]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(len(jobs)) as pool:
+        pending = pool.map_async(client_worker, jobs)
+        samples, marks = [], {}
+        next_sample = time.time()
+        while time.time() < end or not pending.ready():
+            now = time.time()
+            for mark, when in (("start", start), ("end", end)):
+                if now >= when and mark not in marks:
+                    marks[mark] = {
+                        "rss": rss_bytes(pid),
+                        "threads": thread_cpu(pid),
+                        "disk": folder_size(uploads),
+                    }
+            if next_sample <= now < end + SAMPLE_EVERY:
+                next_sample += SAMPLE_EVERY
+                try:
+                    status = call(base, "training_status")[0]
+                except Exception as error:  # reported as a gap in training, never a crash of the run
+                    status = {"status": f"status call failed: {error}"}
+                samples.append(
+                    {
+                        "t": round(now - start, 2),
+                        "rss": rss_bytes(pid),
+                        "status": status.get("status"),
+                        "progress": status.get("progress"),
+                        "epoch": status.get("epoch"),
+                    }
+                )
+            time.sleep(0.05)
+        results = pending.get()
+    return report(results, samples, marks, start, end, args)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def report(results: list[dict], samples: list[dict], marks: dict, start: float, end: float, args) -> dict:
+    records = [r for result in results for r in result["records"] if start <= r[0] < end]
+    warm = sum(1 for result in results for r in result["records"] if r[0] < start)
+    latencies = [1000 * r[1] for r in records]
+    errors = [r[2] for r in records if r[2]]
+    answered = [r for r in records if not r[2]]
+    lags = [1000 * lag for result in results for lag in result["lags"]]
+    duration = end - start
+    window = [s for s in samples if 0 <= s["t"] <= duration + 0.5]
+    progress = [s["progress"] for s in window if s["progress"] is not None]
+    running = bool(window) and all(s["status"] == "running" for s in window) and len(progress) >= 2
+    running = running and progress[-1] > progress[0]
+    before, after = marks.get("start", {}).get("rss"), marks.get("end", {}).get("rss")
+    growth = None if before is None or after is None else (after - before) / 1e6
+    threads = {}
+    if marks.get("start", {}).get("threads"):
+        first, last = marks["start"]["threads"], marks["end"]["threads"]
+        threads = {name: round((last[name] - first.get(name, 0.0)) / duration, 3) for name in last}
+        threads = dict(sorted(((n, c) for n, c in threads.items() if c >= 0.005), key=lambda kv: -kv[1]))
+    disk = None
+    if marks.get("start", {}).get("disk") and marks.get("end", {}).get("disk"):
+        (files0, bytes0), (files1, bytes1) = marks["start"]["disk"], marks["end"]["disk"]
+        disk = {"files_added": files1 - files0, "mb_added": (bytes1 - bytes0) / 1e6, "files_total": files1}
+    p95 = _percentile(latencies, 95)
+    right = sum(r[3] for r in answered) / len(answered) if answered else 0.0
+    targets = {
+        "errors": {"value": len(errors), "target": f"= {TARGET_ERRORS}", "met": len(errors) == TARGET_ERRORS},
+        "p95_ms": {
+            "value": p95,
+            "target": f"<= {TARGET_P95_MS:g}",
+            "met": p95 is not None and p95 <= TARGET_P95_MS,
+        },
+        "memory_growth_mb": {
+            "value": growth,
+            "target": f"<= {TARGET_GROWTH_MB:g}",
+            "met": None if growth is None else growth <= TARGET_GROWTH_MB,
+        },
+        "training_throughout": {"value": running, "target": "yes", "met": running},
+        "answers_right": {"value": right, "target": f">= {TARGET_RIGHT:.0%}", "met": right >= TARGET_RIGHT},
+    }
+    return {
+        "clients": args.clients,
+        "processes": len(results),
+        "interval_s": args.interval,
+        "duration_s": duration,
+        "warmup_s": args.warmup,
+        "requests": len(records),
+        "warmup_requests": warm,
+        "requests_per_second": len(records) / duration,
+        "offered_per_second": args.clients / args.interval,  # with instant answers; the ceiling
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:5],
+        "answers_right": right,
+        "latency_ms": {
+            "p50": _percentile(latencies, 50),
+            "p95": p95,
+            "p99": _percentile(latencies, 99),
+            "max": max(latencies, default=None),
+            "mean": float(np.mean(latencies)) if latencies else None,
+        },
+        "memory": {
+            "rss_before_mb": None if before is None else before / 1e6,
+            "rss_after_mb": None if after is None else after / 1e6,
+            "growth_mb": growth,
+            "rss_max_mb": max((s["rss"] for s in window if s["rss"]), default=0) / 1e6 or None,
+            "samples_mb": [round(s["rss"] / 1e6, 1) for s in window if s["rss"]],
+        },
+        "training": {
+            "arch": args.arch,
+            "epochs": args.epochs,
+            "train_size": args.train_size,
+            "running_throughout": running,
+            "progress_start": progress[0] if progress else None,
+            "progress_end": progress[-1] if progress else None,
+            "statuses": sorted({str(s["status"]) for s in window}),
+        },
+        "cpu": {
+            "server_cores_by_thread": threads,
+            "server_cores": round(sum(threads.values()), 3) if threads else None,
+            "client_cores": sum(result["cpu_seconds"] for result in results) / duration,
+            "client_loop_lag_ms": {"p50": _percentile(lags, 50), "p99": _percentile(lags, 99)},
+        },
+        "uploads_on_disk": disk,
+        "targets": targets,
+        "all_met": all(t["met"] for t in targets.values()),
+    }
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _mb(value) -> str:
+    return "-" if value is None else f"{value:.0f} MB"
+
+
+def print_report(result: dict) -> None:
+    latency, memory, cpu = result["latency_ms"], result["memory"], result["cpu"]
+    targets = result["targets"]
+    met = {True: "yes", False: "NO", None: "n/a"}
+    lag = cpu["client_loop_lag_ms"]
+    rows = [
+        ("clients (processes)", f"{result['clients']} ({result['processes']})", "", None),
+        ("pause between a client's requests", f"{result['interval_s']:g} s x 0.5-1.5", "", None),
+        ("measured / warm-up", f"{result['duration_s']:g} s / {result['warmup_s']:g} s", "", None),
+        ("requests", f"{result['requests']}", "", None),
+        ("requests per second", f"{result['requests_per_second']:.1f}", "", None),
+        ("  offered at most (clients / pause)", f"{result['offered_per_second']:.1f}", "", None),
+        ("errors", f"{result['errors']}", targets["errors"]["target"], targets["errors"]["met"]),
+        ("latency p50", _ms(latency["p50"]), "", None),
+        ("latency p95", _ms(latency["p95"]), targets["p95_ms"]["target"] + " ms", targets["p95_ms"]["met"]),
+        ("latency p99 / max", f"{_ms(latency['p99'])} / {_ms(latency['max'])}", "", None),
+        (
+            "answers right",
+            f"{result['answers_right']:.1%}",
+            targets["answers_right"]["target"],
+            targets["answers_right"]["met"],
+        ),
+        (
+            "server RSS before -> after",
+            f"{_mb(memory['rss_before_mb'])} -> {_mb(memory['rss_after_mb'])}",
+            "",
+            None,
+        ),
+        (
+            "server RSS growth",
+            "-" if memory["growth_mb"] is None else f"{memory['growth_mb']:+.1f} MB",
+            targets["memory_growth_mb"]["target"] + " MB",
+            targets["memory_growth_mb"]["met"],
+        ),
+        (
+            "training running throughout",
+            "yes" if result["training"]["running_throughout"] else "no",
+            "yes",
+            targets["training_throughout"]["met"],
+        ),
+        (
+            "server CPU (cores)",
+            "-" if cpu["server_cores"] is None else f"{cpu['server_cores']:.2f}",
+            "",
+            None,
+        ),
+        ("load generator CPU (cores)", f"{cpu['client_cores']:.2f}", "", None),
+        ("load generator loop lag p50 / p99", f"{_ms(lag['p50'])} / {_ms(lag['p99'])}", "", None),
+    ]
+    print(f"{'what':36} {'figure':26} {'target':16} met?")
+    for what, figure, target, ok in rows:
+        print(f"{what:36} {figure:26} {target:16} {met[ok] if target else ''}")
+    if cpu["server_cores_by_thread"]:
+        top = ", ".join(
+            f"{name} {cores:.2f}" for name, cores in list(cpu["server_cores_by_thread"].items())[:6]
+        )
+        print(f"server CPU by thread (cores): {top}")
+    if result["uploads_on_disk"]:
+        disk = result["uploads_on_disk"]
+        print(f"Gradio's upload folder: +{disk['files_added']} files, +{disk['mb_added']:.1f} MB in the run")
+    for example in result["error_examples"]:
+        print(f"error: {example}")
+    print("targets met" if result["all_met"] else "targets NOT met")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=50, help="concurrent visitors (default 50)")
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="a client's pause after each answer, s (default 0.5)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="worker processes for the clients (default 2)"
+    )
+    parser.add_argument("--arch", choices=sorted(PRESETS), default="cnn", help="network trained meanwhile")
+    parser.add_argument(
+        "--epochs", type=int, default=100, help="epochs asked for; stopped at the end (default 100)"
+    )
+    parser.add_argument("--batch-size", type=int, help="default: the preset's")
+    parser.add_argument("--train-size", type=int, default=60_000, help="training images (default all)")
+    parser.add_argument("--no-training", action="store_true", help="predictions only, for comparison")
+    parser.add_argument("--url", help="an app that is already running (default: start one)")
+    parser.add_argument("--pid", type=int, help="with --url: the app's process, for its memory")
+    parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout whose app.py to start")
+    parser.add_argument("--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=Path("benchmark-results/loadtest.json"))
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.duration <= 0 or args.interval < 0 or args.processes < 1 or args.warmup < 0:
+        parser.error("--clients and --processes need >= 1, --duration > 0, --interval and --warmup >= 0")
+    args.processes = min(args.processes, args.clients)
+    data_path = args.data or os.environ.get("MNIST_DATA")
+    images = scanned_digits(data_path)
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            base, pid, uploads = args.url.rstrip("/") + "/", args.pid, None
+        else:
+            base, pid = stack.enter_context(running_app(data_path, args.app_dir.resolve()))
+            uploads = None  # set below from the process's environment
+            with contextlib.suppress(OSError):
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                found = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"GRADIO_TEMP_DIR=")]
+                uploads = Path(found[0].decode()) if found else None
+        print(f"app: {base} (pid {pid}); model ready after {wait_until_ready(base, images[0][0]):.1f} s")
+        rss_idle = rss_bytes(pid)
+        training = None
+        if not args.no_training:
+            training = start_training(base, args)
+            print(f"training: {args.arch} on {args.train_size} images, in epoch {training['epoch']}")
+        try:
+            result = measure(base, pid, images, args, uploads)
+        finally:
+            final = stop_training(base) if training else None
+    if args.no_training:
+        result["targets"].pop("training_throughout")
+        result["all_met"] = all(t["met"] for t in result["targets"].values())
+    result["memory"]["rss_idle_mb"] = None if rss_idle is None else rss_idle / 1e6
+    result["training"]["final_status"] = None if final is None else final.get("status")
+    result["url"] = base
+    result["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if hasattr(os, "getloadavg"):
+        result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print_report(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
