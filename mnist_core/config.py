@@ -53,15 +53,15 @@ class TrainConfig:
     @classmethod
     def preset(cls, arch: str, **overrides) -> "TrainConfig":
         """The recommended settings for `arch`, with `overrides` applied."""
-        if arch not in PRESETS:
-            raise ValueError(f"arch must be one of {sorted(PRESETS)}, received {arch!r}")
+        if not isinstance(arch, str) or arch not in PRESETS:
+            raise ValueError(f"arch must be one of {sorted(PRESETS)}, received {_shown(arch)}")
         return dataclasses.replace(PRESETS[arch], **overrides)
 
 
 def _checked(f: dataclasses.Field, value):
     """Validate and normalise one field; whole floats such as 10.0 from a slider become ints."""
     kind = f.type
-    received = f"{f.name} received {value!r} ({type(value).__name__})"
+    received = f"{f.name} received {_shown(value)} ({type(value).__name__})"
     if kind is bool:
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{received}; expected true or false")
@@ -88,6 +88,12 @@ def _checked(f: dataclasses.Field, value):
     return value
 
 
+def _shown(value) -> str:
+    """repr(value), cut short: a value sent through the API can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "…"
+
+
 # (low, high) per numeric field, for sliders and argparse; the learning rate's low end is exclusive.
 LIMITS = {
     f.name: (f.metadata["min"], f.metadata["max"])
@@ -112,3 +118,11 @@ PRESETS = {
 
 class BusyError(RuntimeError):
     """A training job is already running in this process (defined here, where importing costs nothing)."""
+
+
+class RunLimitError(RuntimeError):
+    """A visitor has started as many training runs in the last hour as the server allows."""
+
+
+class TrainingDisabledError(RuntimeError):
+    """The server was started without training (a read-only demo)."""

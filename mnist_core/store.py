@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -17,6 +18,10 @@ FORMAT_VERSION = 1
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _TEMP_MARK = ".tmp-"
+# Starts with "." so it can never be taken for a model name or a model's sidecar.
+ACTIVE_FILE = ".active-model.json"
+
+logger = logging.getLogger(__name__)
 
 
 class ModelFileError(ValueError):
@@ -72,20 +77,37 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
+def _remove_if_writer_died(temp: Path, pid: str) -> bool:
+    """Delete a temp file whose writing process no longer exists; True if it was deleted."""
+    # POSIX only: signal 0 merely probes there, while on Windows os.kill would terminate the process.
+    if os.name != "posix" or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:  # the writer is gone; anything else means it may still be writing
+        _remove_quietly(temp)
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def _remove_stale_temps(target: Path) -> None:
     """Delete temp files of `target` left behind by processes that were killed mid-save."""
     prefix = f".{target.name}{_TEMP_MARK}"
-    # POSIX only: signal 0 merely probes there, while on Windows os.kill would terminate the process.
-    for temp in target.parent.glob(f"{prefix}*") if os.name == "posix" else ():
-        pid = temp.name[len(prefix) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # the writer is gone; anything else means it may still be writing
-            _remove_quietly(temp)
-        except OSError:
-            pass
+    for temp in target.parent.glob(f"{prefix}*"):
+        _remove_if_writer_died(temp, temp.name[len(prefix) :].split("-", 1)[0])
+
+
+def clean_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete every temp file in `directory` whose writer was killed mid-save (run at start-up)."""
+    removed = []
+    folder = Path(directory)
+    for temp in folder.glob(f".*{_TEMP_MARK}*") if folder.is_dir() else ():
+        pid = temp.name.rsplit(_TEMP_MARK, 1)[1].split("-", 1)[0]
+        if _remove_if_writer_died(temp, pid):
+            removed.append(temp)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -268,10 +290,16 @@ def list_models(models_dir: str | os.PathLike) -> list[ModelInfo]:
     return infos
 
 
+def check_model_name(name) -> str:
+    """`name` when it is a bare model name (no folder, no '..'); ValueError saying what is allowed."""
+    return _check_name(name)
+
+
 def _check_name(name, what: str = "model name") -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:60] + "…"  # never echo a huge value
         raise ValueError(
-            f"invalid {what} {name!r}: expected letters, digits, '-', '_' or '.', with no path "
+            f"invalid {what} {shown}: expected letters, digits, '-', '_' or '.', with no path "
             "separators and no '..', e.g. 'default' or 'cnn-20261125-190102'"
         )
     return name
@@ -307,3 +335,23 @@ def new_model_name(
         counter += 1
         name = f"{base}-{counter}"
     return name
+
+
+def write_active_name(models_dir: str | os.PathLike, name: str) -> Path:
+    """Remember `name` as the active model of `models_dir` (the name only, written atomically)."""
+    _check_name(name)
+    return atomic_write_bytes(Path(models_dir) / ACTIVE_FILE, json.dumps({"active": name}).encode())
+
+
+def read_active_name(models_dir: str | os.PathLike) -> str | None:
+    """The name write_active_name remembered; None, with a log line, when it is missing or not valid."""
+    path = Path(models_dir) / ACTIVE_FILE
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.loads(f.read(4096))  # a few bytes when valid; never read a huge file
+        return _check_name(state.get("active") if isinstance(state, dict) else None)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:  # ValueError: bad JSON, bad UTF-8 or an invalid name
+        logger.warning("ignoring %s, starting with the default model instead: %s", path, error)
+        return None

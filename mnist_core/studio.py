@@ -10,17 +10,29 @@ import contextlib
 import logging
 import shlex
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import plots
-from .config import PRESETS, TrainConfig
+from .config import PRESETS, RunLimitError, TrainConfig, TrainingDisabledError
 from .data import Mnist, MnistDataError, MnistNotFoundError, class_counts, load_mnist, mean_images, sample
 from .predict import Predictor
 from .preprocess import to_mnist
-from .store import ModelInfo, list_models, new_model_name, read_metadata
+from .store import (
+    ModelFileError,
+    ModelInfo,
+    check_model_name,
+    clean_stale_temps,
+    list_models,
+    new_model_name,
+    read_active_name,
+    read_metadata,
+    write_active_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +41,69 @@ MAX_CURVE_POINTS = 400  # batch points per run and metric; gr.LinePlot thins lin
 MISTAKES_SHOWN = 36
 GALLERY_SCALE = 4  # 28 px digits shown at 112 px, whole-pixel blocks
 ACTIVE_PHASES = ("running", "saving")
+RATE_WINDOW_SECONDS = 3600.0  # --max-runs-per-hour counts the runs a visitor started in the last hour
 
 
 class ModelNotReady(RuntimeError):
     """The model is still loading (TensorFlow starts in the background)."""
+
+
+@dataclass(frozen=True)
+class EndedJob:
+    """What a run keeps of its training job once it has ended: the records, not the model or the data."""
+
+    records: tuple[dict, ...]
+    epoch: int
+    status: str
+    running: bool = False
+
+    @classmethod
+    def of(cls, job) -> EndedJob:
+        # The "done" record carries the Keras model too; only plain values are kept.
+        records = tuple(
+            {key: value for key, value in r.items() if key != "model"} if r["type"] == "done" else r
+            for r in job.records
+        )
+        return cls(records, job.epoch, job.status)
+
+    def stop(self) -> None:
+        """Nothing to stop: the job has ended."""
+
+
+class RunLimiter:
+    """At most `per_hour` training runs started by one visitor in any hour; None: no limit."""
+
+    def __init__(self, per_hour: int | None, clock=time.monotonic):
+        whole = isinstance(per_hour, int) and not isinstance(per_hour, bool)
+        if per_hour is not None and not (whole and per_hour >= 1):
+            raise ValueError(f"runs per hour must be a whole number >= 1 or None, received {per_hour!r}")
+        self.per_hour = per_hour
+        self._clock = clock
+        self._started: dict[str, deque[float]] = {}
+
+    def check(self, visitor: str | None) -> None:
+        """RunLimitError when `visitor` may not start another run now."""
+        if self.per_hour is None:
+            return
+        now = self._clock()
+        for key in list(self._started):  # forget whole hours gone by, so memory stays bounded
+            times = self._started[key]
+            while times and times[0] <= now - RATE_WINDOW_SECONDS:
+                times.popleft()
+            if not times:
+                del self._started[key]
+        times = self._started.get(str(visitor), ())
+        if len(times) >= self.per_hour:
+            wait = max(1, round((times[0] + RATE_WINDOW_SECONDS - now) / 60))
+            raise RunLimitError(
+                f"you have started {len(times)} training runs in the last hour, the most this server allows; "
+                f"try again in about {wait} min"
+            )
+
+    def record(self, visitor: str | None) -> None:
+        """Count one run started by `visitor`."""
+        if self.per_hour is not None:
+            self._started.setdefault(str(visitor), deque()).append(self._clock())
 
 
 @dataclass(eq=False)
@@ -41,7 +112,7 @@ class Run:
 
     number: int
     config: TrainConfig
-    job: object  # training.TrainingJob; typed loosely so this module loads without TensorFlow
+    job: object  # training.TrainingJob, an EndedJob once it has ended; typed loosely: no TensorFlow here
     phase: str = "running"
     stop_requested: bool = False
     message: str = ""
@@ -87,10 +158,20 @@ def model_label(info: ModelInfo) -> str:
 class Studio:
     """The active model, the MNIST data and the training runs of one app process."""
 
-    def __init__(self, models_dir, *, data_path=None, model_path=None):
+    def __init__(
+        self,
+        models_dir,
+        *,
+        data_path=None,
+        model_path=None,
+        training: bool = True,
+        max_runs_per_hour: int | None = None,
+    ):
         self.models_dir = Path(models_dir)
         self.data_path = data_path
         self.model_path = Path(model_path) if model_path else None
+        self.training = training  # False: a read-only demo, Draw and Dataset only
+        self.limiter = RunLimiter(max_runs_per_hour)
         self.predictor = Predictor()
         self.model_label = ""
         self.model_error = ""
@@ -120,15 +201,23 @@ class Studio:
         return self._loader
 
     def _load_startup(self) -> None:
+        for temp in clean_stale_temps(self.models_dir):
+            logger.warning("removed %s, left by a save that was killed", temp.name)
         try:
-            info = self._startup_model()
-            if info is None:
+            candidates = self._startup_models()
+            if not candidates:
                 self.model_error = (
                     f"no model found in {self.models_dir}: train one in the Train tab, "
                     "or start the app with --model PATH"
                 )
-            else:
-                self._activate(info)
+            for info in candidates:
+                try:
+                    self._activate(info, remember=False)
+                    break
+                except ModelFileError as error:
+                    if info is candidates[-1]:
+                        raise
+                    logger.warning("could not load %s, trying %s: %s", info.name, candidates[-1].name, error)
         except Exception as error:  # shown on the page; Draw explains instead of crashing
             logger.warning("could not load the start-up model: %s", error)
             self.model_error = f"could not load the model: {error}"
@@ -137,14 +226,23 @@ class Studio:
         with contextlib.suppress(MnistNotFoundError, MnistDataError):
             self.data()  # on failure data_error holds the explanation the Dataset and Train tabs show
 
-    def _startup_model(self) -> ModelInfo | None:
+    def _startup_models(self) -> list[ModelInfo]:
+        """The models to try at start-up, in order: --model, else the remembered one, then the first."""
         models = self.models()
         if self.model_path is not None:
             if not self.model_path.is_file():
                 raise FileNotFoundError(f"model file {str(self.model_path)!r} does not exist")
             target = self.model_path.resolve()
-            return next(info for info in models if info.path.resolve() == target)
-        return models[0] if models else None  # list_models puts "default" first, then the newest
+            return [next(info for info in models if info.path.resolve() == target)]
+        first = models[:1]  # list_models puts "default" first, then the newest
+        remembered = read_active_name(self.models_dir)
+        if remembered is None:
+            return first
+        info = next((info for info in models if info.name == remembered), None)
+        if info is None:
+            logger.warning("the last active model %r is gone from %s", remembered, self.models_dir)
+            return first
+        return [info] + [other for other in first if other is not info]
 
     def wait_for_model(self, timeout: float | None = MODEL_WAIT_SECONDS) -> bool:
         """True once the start-up load has ended (with or without a model)."""
@@ -177,15 +275,19 @@ class Studio:
 
     def select_model(self, name: str) -> str:
         """Make the saved model `name` active for everyone; returns its label."""
+        # Only bare names of the models dir (and the --model file the operator named) can be loaded.
+        if self.model_path is None or name != str(self.model_path):
+            check_model_name(name)
         models = self.models()
         info = next((info for info in models if info.name == name), None)
         if info is None:
             available = ", ".join(i.name for i in models) or "none"
-            raise ValueError(f"no model named {name!r} in {self.models_dir}; available: {available}")
+            shown = name if len(name) <= 60 else name[:60] + "…"  # never echo a huge value
+            raise ValueError(f"no model named {shown!r} in {self.models_dir}; available: {available}")
         self._activate(info)
         return self.model_label
 
-    def _activate(self, info: ModelInfo, model=None) -> None:
+    def _activate(self, info: ModelInfo, model=None, remember: bool = True) -> None:
         from .store import load_model  # imports Keras, hence only here
 
         with self._model_lock:
@@ -195,6 +297,17 @@ class Studio:
             self.model_label = model_label(info)
             self.model_error = ""
             self.model_version += 1
+            if remember:  # under the lock, so the file names the model of the last swap
+                self._remember(info)
+
+    def _remember(self, info: ModelInfo) -> None:
+        """Note the active model's name in the models dir, so that a restarted app comes back with it."""
+        if info.path.parent.resolve() != self.models_dir.resolve():
+            return  # a --model file from elsewhere: the command line names it again at the next start
+        try:
+            write_active_name(self.models_dir, info.name)
+        except (OSError, ValueError) as error:  # e.g. a read-only models dir: the swap itself stands
+            logger.warning("could not remember the active model %r: %s", info.name, error)
 
     def model_status(self) -> str:
         """One line about the active model, for the Draw tab."""
@@ -270,18 +383,32 @@ class Studio:
     def latest_run(self) -> Run | None:
         return self.runs[-1] if self.runs else None
 
-    def start_run(self, config: TrainConfig) -> Run:
-        """Start training in the background; BusyError while another run trains or is being saved."""
+    def check_training(self) -> None:
+        if not self.training:
+            raise TrainingDisabledError(
+                "training is turned off on this server (a read-only demo): Draw and Dataset still work"
+            )
+
+    def start_run(self, config: TrainConfig, visitor: str | None = None) -> Run:
+        """Start training in the background; BusyError while another run trains or is being saved.
+
+        RunLimitError when `visitor` (a client address) has used up its runs per hour.
+        """
+        self.check_training()
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"start_run expects a TrainConfig, received {type(config).__name__}")
         from .training import BusyError, start_training
 
         data = self.data()
         with self._runs_lock:
+            self.limiter.check(visitor)
             last = self.latest_run()
             if last is not None and last.active and not last.job.running:
                 raise BusyError(
                     f"run {last.number} has just finished and is being saved; try again in a moment"
                 )
             job = start_training(config, data)  # the core raises BusyError while its job runs
+            self.limiter.record(visitor)
             run = Run(len(self.runs) + 1, config, job)
             self.runs.append(run)
         threading.Thread(
@@ -291,6 +418,7 @@ class Studio:
 
     def stop_run(self) -> Run | None:
         """Ask the training run to stop (Keras checks after every batch); the run, or None if none trains."""
+        self.check_training()
         run = self.latest_run()
         if run is None or not run.job.running:
             return None
@@ -315,13 +443,17 @@ class Studio:
                 )
             else:
                 run.message = done.get("message") or "training failed"
-            run.phase = job.status
         except Exception as error:  # the page reports it; the app stays usable
             logger.exception("run %s could not be saved", run.number)
             run.message = (
                 f"training finished but the model could not be saved: {type(error).__name__}: {error}"
             )
+            run.job = EndedJob.of(job)
             run.phase = "failed"
+            return
+        # Drop the Keras model, optimizer and training arrays; the records are all the page needs later.
+        run.job = EndedJob.of(job)
+        run.phase = job.status
 
     def _save(self, run: Run, done: dict) -> None:
         from .evaluate import evaluate_model
@@ -489,8 +621,8 @@ def describe(status: dict) -> tuple[str, str, str]:
 
 def preset_values(arch: str) -> dict:
     """The preset's settings the Train tab shows (epochs, batch size, learning rate, training images)."""
-    if arch not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, received {arch!r}")
+    if not isinstance(arch, str) or arch not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, received {str(arch)[:60]!r}")
     preset = PRESETS[arch]
     return {
         "epochs": preset.epochs,
