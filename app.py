@@ -2,6 +2,7 @@
 
 python app.py [--host H] [--port P] [--share] [--auth USER:PASS]
               [--data PATH] [--model PATH] [--models-dir DIR]
+              [--no-train] [--max-runs-per-hour N] [--max-file-size SIZE]
 
 The password can also come from the MNIST_STUDIO_AUTH environment variable (USER:PASS), so it need not sit
 in the shell history. Every event has a stable api_name; `predict` takes one image file and returns the
@@ -21,7 +22,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from mnist_core.config import LIMITS, PRESETS, BusyError, TrainConfig
+from mnist_core.config import (
+    LIMITS,
+    PRESETS,
+    BusyError,
+    RunLimitError,
+    TrainConfig,
+    TrainingDisabledError,
+)
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.plots import upscale
 from mnist_core.store import ModelFileError
@@ -29,6 +37,8 @@ from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
 
 ROOT = Path(__file__).resolve().parent
 AUTH_ENV = "MNIST_STUDIO_AUTH"
+MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio refuses bigger uploads before reading them
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
 DIGIT_CHOICES = [("any", "any")] + [(str(digit), str(digit)) for digit in range(10)]
 PREVIEW_SCALE = 10  # the 28 px image the model sees, shown at 280 px in whole-pixel blocks
@@ -99,6 +109,10 @@ def friendly_errors(fn):
 def _error_title(error: Exception) -> str:
     if isinstance(error, BusyError):
         return "A training run is in progress"
+    if isinstance(error, RunLimitError):
+        return "Training limit reached"
+    if isinstance(error, TrainingDisabledError):
+        return "Training is turned off"
     if isinstance(error, MnistNotFoundError | MnistDataError):
         return "MNIST data not available"
     if isinstance(error, ModelFileError):
@@ -133,16 +147,24 @@ def classify_sketch(sketch):
     return *_show(studio.classify(sketch)), "sketch"
 
 
+def _classify_upload(image_path):
+    try:
+        return studio.classify(image_path)
+    except ValueError as error:
+        # The message names the upload's path in the server's cache; the person knows it by its file name.
+        raise ValueError(str(error).replace(str(image_path), Path(image_path).name)) from None
+
+
 @friendly_errors
 def predict(image_path):
     """The ten probabilities for one image file (a photo or scan of a handwritten digit)."""
-    return _show(studio.classify(image_path))[1]
+    return _show(_classify_upload(image_path))[1]
 
 
 @friendly_errors
 def describe_photo(image_path):
     """What the model sees in an uploaded photo, and its answer."""
-    preview, _, answer = _show(studio.classify(image_path))
+    preview, _, answer = _show(_classify_upload(image_path))
     return preview, answer, "photo"
 
 
@@ -170,13 +192,26 @@ def choose_preset(arch):
     return values["epochs"], values["batch_size"], values["learning_rate"], values["train_size"]
 
 
+def visitor(request: gr.Request | None) -> str | None:
+    """Who is asking, for the per-visitor run limit: the client's address."""
+    if request is None or request.client is None:
+        return None
+    host = request.client.host
+    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
+    # A share link arrives through a local tunnel, which appends the visitor's address last; the header
+    # is trusted only from loopback, since any remote client could write one.
+    return forwarded if forwarded and host in LOOPBACK else host
+
+
 @friendly_errors
-def train(arch, epochs, batch_size, learning_rate, train_size):
+def train(arch, epochs, batch_size, learning_rate, train_size, request: gr.Request):
     """Start a training run and return at once; the timer shows its progress."""
+    studio.check_training()  # before the values: a read-only demo refuses every call alike
     settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     if train_size not in (None, ""):  # optional: the preset's (full) training set otherwise
         settings["train_size"] = train_size
-    studio.start_run(TrainConfig.preset(arch, **settings))  # TrainConfig's ValueError names a bad value
+    # TrainConfig's ValueError names a bad value
+    studio.start_run(TrainConfig.preset(arch, **settings), visitor=visitor(request))
     return studio.status()
 
 
@@ -303,6 +338,24 @@ def dataset_overview(split):
 
 # --- layout -------------------------------------------------------------------------------------
 
+
+class Photo(gr.Image):
+    """gr.Image that hands over the uploaded file unread, so that mnist_core opens it within its limits."""
+
+    is_template = True  # the page shows it with gr.Image's own front end
+
+    def preprocess(self, payload):
+        # gr.Image would decode the whole file first (a 10000 x 10000 PNG takes seconds and gigabytes) and
+        # answer a file that is no image with a bare "Error". Gradio has checked that the path is one of
+        # its uploads by now; to_mnist refuses what is not an image or is too large, with a clear message.
+        if payload is None or payload.path is not None:
+            return None if payload is None else payload.path
+        try:  # a data: URL, which only an API call sends
+            return super().preprocess(payload)
+        except Exception as error:
+            raise gr.Error(f"could not read the image: {error}", title="Invalid input") from None
+
+
 with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
     gr.Markdown(
         "# MNIST Studio\nDraw a digit and watch a neural network read it; train your own network and "
@@ -330,7 +383,7 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                                 predict_button = gr.Button("Predict", variant="primary")
                                 clear_button = gr.Button("Clear")
                         with gr.Tab("Photo"):
-                            photo = gr.Image(
+                            photo = Photo(
                                 label="A photo or image of one handwritten digit",
                                 elem_id="photo",
                                 type="filepath",
@@ -352,7 +405,7 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                     probabilities = gr.Label(label="Probabilities", num_top_classes=10, show_heading=False)
             source = gr.State("sketch")
 
-        with gr.Tab("Train", id="train"):
+        with gr.Tab("Train", id="train") as train_tab:
             train_data_status = gr.Markdown(label="Data status")
             with gr.Row():
                 with gr.Column(scale=1, min_width=280):
@@ -543,7 +596,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--models-dir", type=Path, default=ROOT / "models", help="where models are listed and saved"
     )
+    public = parser.add_argument_group("public demo (with --share)")
+    public.add_argument(
+        "--no-train", action="store_true", help="read-only demo: no Train tab, the training API refuses"
+    )
+    public.add_argument(
+        "--max-runs-per-hour",
+        type=positive_int,
+        metavar="N",
+        help="training runs each visitor (client address) may start per hour (default: no limit)",
+    )
+    public.add_argument(
+        "--max-file-size",
+        type=file_size,
+        default=file_size(MAX_FILE_SIZE),
+        metavar="SIZE",
+        help=f"largest upload, e.g. 500kb or 10mb (default {MAX_FILE_SIZE}); bigger ones are refused",
+    )
     return parser
+
+
+SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}  # as Gradio counts them
+
+
+def file_size(value: str) -> int:
+    """argparse type: "500kb", "10mb", "2048" (bytes) -> bytes."""
+    text = value.strip().lower()
+    number = text.rstrip("kmgb")
+    unit = text[len(number) :] or "b"
+    if not number.isdigit() or int(number) < 1 or unit not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500kb or 10mb (units: {', '.join(SIZE_UNITS)}), received {value!r}"
+        )
+    return int(number) * SIZE_UNITS[unit]
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {value!r}")
+    return int(value)
 
 
 def _share_failure(gradio_output: str) -> str:
@@ -567,7 +659,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--model {args.model}: no such file")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    studio = Studio(args.models_dir, data_path=args.data, model_path=args.model)
+    studio = Studio(
+        args.models_dir,
+        data_path=args.data,
+        model_path=args.model,
+        training=not args.no_train,
+        max_runs_per_hour=args.max_runs_per_hour,
+    )
+    train_tab.visible = not args.no_train  # launch() builds the page's config after this line
     studio.start_loading()  # TensorFlow and the model load while the page already answers
     demo.queue(default_concurrency_limit=1)
     printed = io.StringIO()
@@ -579,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                 server_port=args.port,
                 share=args.share,
                 auth=auth,
+                max_file_size=args.max_file_size,
                 quiet=True,
                 prevent_thread_lock=True,
                 css=CSS,

@@ -34,6 +34,7 @@ class App:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.models_dir = models_dir
+        self.auth = auth
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)]

@@ -40,6 +40,8 @@ def test_whole_floats_from_sliders_become_ints():
         ({"arch": "resnet"}, "expected one of ['mlp', 'cnn']"),
         ({"schedule": "linear"}, "expected one of"),
         ({"augment": "yes"}, "true or false"),
+        ({"epochs": [1]}, "epochs received [1] (list); expected a number"),
+        ({"batch_size": {"a": 1}}, "batch_size received {'a': 1} (dict)"),
     ],
 )
 def test_bad_values_say_what_was_received_and_expected(values, fragment):
@@ -65,3 +67,14 @@ def test_presets_and_limits_agree_with_the_registry():
             assert low <= getattr(preset, name) <= high
     with pytest.raises(ValueError, match="arch must be one of"):
         TrainConfig.preset("svm")
+
+
+def test_huge_values_are_not_echoed_back_in_full():
+    for values in ({"epochs": "9" * 100_000}, {"arch": "x" * 100_000}):
+        with pytest.raises(ValueError) as error:
+            TrainConfig(**values)
+        assert len(str(error.value)) < 300
+    for arch in (["mlp"], None, "x" * 100_000):
+        with pytest.raises(ValueError, match="arch must be one of") as error:
+            TrainConfig.preset(arch)
+        assert len(str(error.value)) < 300

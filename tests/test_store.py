@@ -19,14 +19,18 @@ import pytest
 from mnist_core import store
 from mnist_core.models import build_model
 from mnist_core.store import (
+    ACTIVE_FILE,
     FORMAT_VERSION,
     ModelFileError,
     check_model_shape,
+    clean_stale_temps,
     list_models,
     load_model,
     new_model_name,
+    read_active_name,
     resolve_model_name,
     save_model,
+    write_active_name,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,5 +370,46 @@ def test_sigkill_during_saves_never_leaves_a_corrupt_model(tmp_path, images):
         assert len(matches) == 1
         # The sidecar either describes this very model or is recognised as stale and dropped.
         assert metadata == {} or metadata["config"] == {"which": matches[0]}
-        save_model(model, directory / "target.keras")  # a later save clears temps of the killed process
+        assert {info.name for info in list_models(directory)} == {"a", "b", "target"}  # no temp is listed
+        clean_stale_temps(directory)  # what the app does at start-up: the killed process's temps go
         assert _temp_files(directory) == []
+
+
+def test_clean_stale_temps_removes_only_temps_of_dead_processes(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(dead.stdout)
+    stale = [
+        tmp_path / f".mlp-1.keras.tmp-{dead_pid}-abcd.keras",
+        tmp_path / f".mlp-1.json.tmp-{dead_pid}-abcd.json",
+        tmp_path / f"..active-model.json.tmp-{dead_pid}-0123.json",
+    ]
+    live = [
+        tmp_path / f".cnn-2.keras.tmp-{os.getpid()}-abcd.keras",  # this process may still be writing it
+        tmp_path / f".cnn-2.keras.tmp-{os.getppid()}-abcd.keras",
+        tmp_path / "model.keras",
+        tmp_path / ".notes",
+    ]
+    for path in stale + live:
+        path.write_bytes(b"partial")
+    assert sorted(clean_stale_temps(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(live)
+    assert clean_stale_temps(tmp_path / "absent") == []
+
+
+def test_active_name_round_trip_and_bad_state_files(tmp_path, caplog):
+    assert read_active_name(tmp_path) is None  # no file: quietly nothing
+    assert not caplog.records
+    write_active_name(tmp_path, "cnn-20261125-190102")
+    assert read_active_name(tmp_path) == "cnn-20261125-190102"
+    assert json.loads((tmp_path / ACTIVE_FILE).read_text()) == {"active": "cnn-20261125-190102"}
+    assert _temp_files(tmp_path) == [ACTIVE_FILE]
+    with pytest.raises(ValueError, match="invalid model name"):
+        write_active_name(tmp_path, "../elsewhere")
+    assert read_active_name(tmp_path) == "cnn-20261125-190102"  # the refused write changed nothing
+    bad = [b"{not json", b"\xff\xfe", b'{"active": "../../etc/passwd"}', b'["default"]', b"x" * 10**6]
+    for content in bad:
+        (tmp_path / ACTIVE_FILE).write_bytes(content)
+        caplog.clear()
+        assert read_active_name(tmp_path) is None
+        assert "ignoring" in caplog.text and ACTIVE_FILE in caplog.text
+    assert list_models(tmp_path) == []  # the state file is never taken for a model

@@ -1,0 +1,450 @@
+"""A public demo: bad input through the API, faults, access control and abuse limits, on a live server."""
+
+import gc
+import os
+import random
+import re
+import shutil
+import signal
+import time
+import weakref
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import scan
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from test_app import EMPTY_SKETCH, App, _models_dir
+
+from mnist_core.config import RunLimitError, TrainConfig, TrainingDisabledError
+from mnist_core.data import Mnist
+from mnist_core.store import ACTIVE_FILE, list_models, load_model, read_active_name
+from mnist_core.studio import RATE_WINDOW_SECONDS, RunLimiter, Studio
+
+pytestmark = pytest.mark.slow
+USER = ("ann", "s3cret")
+MAX_RUNS = 3  # per visitor and hour on the `public` server
+# An API call that the server must refuse without a login, one per kind of route.
+PROTECTED = [
+    ("GET", "/config"),
+    ("GET", "/gradio_api/info"),
+    ("POST", "/gradio_api/call/predict"),
+    ("POST", "/gradio_api/call/train"),
+    ("POST", "/gradio_api/queue/join"),
+    ("POST", "/gradio_api/upload"),
+]
+
+
+def _bad_models(folder: Path) -> None:
+    """A truncated model, a model of the wrong shape and one with Python code in it, beside the good ones."""
+    import keras
+
+    data = (folder / "default.keras").read_bytes()
+    (folder / "truncated.keras").write_bytes(data[: len(data) // 2])
+    wrong = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    wrong.save(folder / "five-classes.keras")
+    code = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Lambda(lambda x: x * 2.0), keras.layers.Flatten()]
+        + [keras.layers.Dense(10, activation="softmax")]
+    )
+    code.save(folder / "lambda.keras")
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory, mnist_dir):
+    """The app as a public demo: a login, a 1 MB upload limit, MAX_RUNS runs per visitor and hour."""
+    folder = _models_dir(tmp_path_factory.mktemp("public"))
+    for suffix in (".keras", ".json"):
+        shutil.copy(folder / f"default{suffix}", folder / f"other{suffix}")
+    _bad_models(folder)
+    args = ["--data", str(mnist_dir), "--max-file-size", "1mb", "--max-runs-per-hour", str(MAX_RUNS)]
+    server = App(args, folder, env={"MNIST_STUDIO_AUTH": ":".join(USER)}, auth=USER)
+    _wait_for_model(server)
+    yield server
+    server.close()
+
+
+def _wait_for_model(app: App, timeout: float = 120) -> str:
+    """The Draw tab's model line once the start-up model has loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = _poll(app)[0]
+        if not line.startswith("Loading"):
+            return line
+        time.sleep(0.5)
+    pytest.fail(f"the model never loaded: {line}")
+
+
+def _poll(app: App) -> list:
+    """The page's first refresh, as a new visitor gets it (a session's later polls skip what it has)."""
+    return Client(app.url, auth=app.auth, verbose=False).predict(False, api_name="/poll")
+
+
+def _active(app: App) -> str:
+    """The name of the active model, as the Draw tab shows it."""
+    line = _poll(app)[0]
+    assert line.startswith("Active model: "), line
+    return line.removeprefix("Active model: ").split(" · ")[0]
+
+
+def _select(app: App, name: str) -> list:
+    """Pick a model as a visitor does: the page's refresh fills the picker, then a choice is made."""
+    app.call(False, api_name="/poll")
+    return app.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+
+
+def _peak_rss_mb(app: App) -> float:
+    for line in Path(f"/proc/{app.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    pytest.fail("no VmHWM in /proc")
+
+
+def _sketch(app: App, tmp_path: Path, layer: np.ndarray) -> dict:
+    """A gr.Sketchpad value with one strokes layer (RGBA), as the page sends it."""
+    composite = np.full_like(layer, 255)
+    composite[..., :3] = 255 - layer[..., 3:]
+    files = {}
+    for name, array in (("layer", layer), ("composite", composite)):
+        Image.fromarray(array, "RGBA").save(tmp_path / f"{name}.png")
+        files[name] = handle_file(str(tmp_path / f"{name}.png"))
+    return {"background": None, "layers": [files["layer"]], "composite": files["composite"]}
+
+
+# --- access -------------------------------------------------------------------------------------
+
+
+def test_auth_refuses_every_api_route_without_a_login_and_serves_with_one(public):
+    anonymous = httpx.Client(base_url=public.url, timeout=30)
+    for method, route in PROTECTED:
+        response = anonymous.request(method, route, json={"data": []} if method == "POST" else None)
+        assert response.status_code == 401, (route, response.status_code, response.text[:200])
+        assert "Not authenticated" in response.text
+    # The page is the login form: its config holds no layout. (Gradio 6.31 does embed the API's
+    # description, endpoint names and parameters, on it; none of those can be called without a login.)
+    page = anonymous.get("/").text
+    assert re.search(r'"auth_required":\s*true', page) and re.search(r'"components":\s*\[\]', page)
+    with pytest.raises(Exception, match="(?i)credentials|login|auth"):
+        Client(public.url, verbose=False)
+    with pytest.raises(Exception, match="(?i)credentials|login|auth"):
+        Client(public.url, auth=("ann", "wrong"), verbose=False)
+
+    assert anonymous.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+    assert anonymous.post("/login", data=dict(zip(("username", "password"), USER, strict=True))).is_success
+    assert anonymous.get("/config").status_code == 200
+    assert public.status()["status"] in ("idle", "finished", "stopped", "failed")
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_a_clear_message(public, tmp_path, mnist):
+    noise = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+    big = tmp_path / "noise.png"
+    Image.fromarray(noise).save(big)
+    assert big.stat().st_size > 1024**2
+    # gradio_client checks the limit the server announces before sending anything...
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
+        public.call(handle_file(str(big)), api_name="/predict")
+    # ... and the server itself refuses a raw upload that ignores it.
+    raw = httpx.Client(base_url=public.url, timeout=30)
+    raw.post("/login", data=dict(zip(("username", "password"), USER, strict=True)))
+    response = raw.post("/gradio_api/upload", files={"files": ("noise.png", big.read_bytes(), "image/png")})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    small = raw.post("/gradio_api/upload", files={"files": ("seven.png", b"x" * 1000, "image/png")})
+    assert small.is_success
+    path = scan(mnist.x_test[0], tmp_path / "seven.png")
+    assert public.call(handle_file(str(path)), api_name="/predict")["label"] == "7"
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_uploads_get_a_clear_message_in_bounded_time_and_memory(public, tmp_path, mnist):
+    seven = scan(mnist.x_test[0], tmp_path / "seven.png")
+    assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
+    before = _peak_rss_mb(public)
+    (tmp_path / "notes.png").write_text("these are notes, not a picture\n")
+    Image.new("L", (10_000, 10_000), 255).save(tmp_path / "huge.png")  # 120 kB on disk, 100 MP
+    Image.new("1", (20_000, 20_000), 1).save(tmp_path / "bomb.png")  # 90 kB on disk, 400 MP
+    cases = [
+        ("notes.png", "cannot identify image file 'notes.png'"),
+        ("huge.png", "could be decompression bomb"),
+        ("bomb.png", "could be decompression bomb"),
+    ]
+    for name, reason in cases:
+        assert (tmp_path / name).stat().st_size < 1024**2  # under the upload limit: this is the image check
+        for api_name in ("/predict", "/predict_photo"):
+            asked = time.monotonic()
+            with pytest.raises(AppError) as raised:
+                public.call(handle_file(str(tmp_path / name)), api_name=api_name)
+            assert time.monotonic() - asked < 10, (name, api_name)
+            assert reason in str(raised.value) and "/tmp/" not in str(raised.value), str(raised.value)
+    # Nothing was decoded: a decoded 10000 x 10000 RGB image alone would take 300 MB.
+    assert _peak_rss_mb(public) - before < 150
+    assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
+
+
+def test_a_dot_and_a_fully_inked_canvas_through_the_api(public, tmp_path):
+    dot = np.zeros((560, 560, 4), np.uint8)
+    dot[270:290, 270:290, 3] = 255
+    seen, probabilities, answer = public.call(_sketch(public, tmp_path, dot), api_name="/predict_sketch")
+    assert len(probabilities["confidences"]) == 10
+    assert sum(c["confidence"] for c in probabilities["confidences"]) == pytest.approx(1, abs=1e-3)
+    assert '<div class="digit">' in answer and seen is not None
+
+    full = np.zeros((560, 560, 4), np.uint8)
+    full[..., 3] = 255
+    seen, probabilities, answer = public.call(_sketch(public, tmp_path, full), api_name="/predict_sketch")
+    assert seen is None and "Draw a digit" in answer  # no shape to read: the empty state, no guess
+
+    seen, probabilities, answer = public.call(EMPTY_SKETCH, api_name="/predict_sketch")
+    assert seen is None and "Draw a digit" in answer
+
+
+def test_models_load_only_by_name_and_bad_model_files_change_nothing(public, tmp_path, mnist):
+    seven = scan(mnist.x_test[0], tmp_path / "seven.png")
+    before = public.call(handle_file(str(seven)), api_name="/predict")
+    active = _active(public)
+    poll = public.call(False, api_name="/poll")  # fills this session's picker, as a page load does
+    assert poll[1] is not None, "this client polled before: its picker update was skipped"
+    offered = {name for _, name in poll[1]["choices"]}
+    assert {"default", "other", "truncated", "five-classes", "lambda"} <= offered
+    assert not any("/" in name or ".." in name or name.startswith(".") for name in offered)
+    for name in ("../models/default", str(public.models_dir / "default.keras"), "/etc/passwd", "a/../b"):
+        with pytest.raises(AppError, match="not in the list of choices|invalid model name"):
+            public.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+    refusals = {
+        "truncated": "corrupt or truncated",
+        "five-classes": r"outputs shape \(None, 5\)",
+        "lambda": "unsafe code was refused",
+    }
+    for name, reason in refusals.items():
+        with pytest.raises(AppError, match=reason):
+            public.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+        assert _active(public) == active
+    assert public.call(handle_file(str(seven)), api_name="/predict") == before
+    assert read_active_name(public.models_dir) in (None, active)
+
+
+def test_hyperparameters_of_any_type_sent_to_the_api_are_checked(public):
+    before = public.status()
+    cases = [
+        (("mlp", None, 32, 0.001, 1000), "epochs received None"),
+        (("mlp", [1], 32, 0.001, 1000), "epochs received [1]"),
+        (("mlp", True, 32, 0.001, 1000), "expected a number"),
+        (("mlp", 1, {"a": 1}, 0.001, 1000), "batch_size received {'a': 1}"),
+        (("mlp", 1, 0, 0.001, 1000), "expected a value in [1, 4096]"),
+        (("mlp", 1, 10**9, 0.001, 1000), "batch_size received 1000000000"),
+        (("mlp", 1, 32, -1, 1000), "expected a value in (0.0, 1.0]"),
+        (("mlp", 1, 32, "1e-3", 1000), "learning_rate received '1e-3'"),
+        (("mlp", 1, 32, 0.001, 10**9), "expected a value in [100, 60000]"),
+        (("mlp", 1, 32, 0.001, 1.5), "whole number"),
+        ((None, 1, 32, 0.001, 1000), "arch must be one of"),
+        ((["mlp"], 1, 32, 0.001, 1000), "arch must be one of"),
+    ]
+    for args, message in cases:
+        with pytest.raises(AppError) as raised:
+            public.call(*args, api_name="/train")
+        assert message in str(raised.value), (args, str(raised.value))
+    assert public.status() == before  # nothing started, and refused calls do not count as runs
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_stopping_mid_epoch_keeps_the_previous_model_and_the_app_answers(public, tmp_path, mnist):
+    _select(public, "other")
+    files_before = sorted(public.models_dir.iterdir())
+    seven = scan(mnist.x_test[0], tmp_path / "seven.png")
+    public.call("mlp", 5, 32, 0.001, 60000, api_name="/train")
+    running = public.wait_for(lambda s: s["status"] == "running" and s.get("step", 0) > 0, timeout=120)
+    assert running["epoch"] == 1 and running["progress"] < 0.2  # well inside the first epoch
+    public.call(api_name="/stop")
+    stopped = public.wait_for(lambda s: s["status"] == "stopped", timeout=60)
+    assert stopped["model"] is None and "active model is unchanged" in stopped["message"]
+    assert _active(public) == "other"
+    assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
+    assert sorted(public.models_dir.iterdir()) == files_before  # nothing saved, nothing left behind
+    assert read_active_name(public.models_dir) == "other"
+
+
+def test_each_visitor_may_start_only_so_many_runs_per_hour(public):
+    # Earlier tests in this module may have used some of this client's runs; count from the history.
+    for _ in range(MAX_RUNS + 1):
+        started = public.status()["run"] or 0  # runs are numbered from 1 in each app process
+        try:
+            public.call("mlp", 1, 32, 0.001, 100, api_name="/train")
+        except AppError as error:
+            assert started == MAX_RUNS, f"refused after {started} runs: {error}"
+            assert "the most this server allows" in str(error) and "try again in about" in str(error)
+            break
+        assert started < MAX_RUNS, "a run beyond the limit was started"
+        public.wait_for(lambda s: s["status"] in ("finished", "stopped", "failed"), timeout=120)
+    else:
+        pytest.fail("the run limit never refused a run")
+    assert public.status()["run"] == MAX_RUNS
+    assert public.status()["status"] in ("finished", "stopped", "failed")
+
+
+def test_sigkill_while_saving_keeps_every_model_whole_and_a_restart_restores_the_active_one(
+    tmp_path, mnist_dir
+):
+    folder = _models_dir(tmp_path)
+    for suffix in (".keras", ".json"):
+        shutil.copy(folder / f"default{suffix}", folder / f"other{suffix}")
+    app = App(["--data", str(mnist_dir)], folder)
+    try:
+        _wait_for_model(app)
+        _select(app, "other")
+        assert _active(app) == "other"
+        # Kill the app during the save, or as close to it as polling gets, a few times over.
+        caught = False
+        for _ in range(3):
+            app.call("mlp", 1, 256, 0.001, 1000, api_name="/train")
+            status = app.wait_for(lambda s: s["status"] != "running", timeout=120, every=0.02)
+            if status["status"] == "saving":
+                caught = True
+                break
+        assert caught, "the run was never seen in its saving phase"
+        time.sleep(random.uniform(0, 0.3))
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(timeout=30)
+    finally:
+        app.close()
+
+    # Whatever the kill interrupted, each listed model is whole and no temp file is listed.
+    infos = list_models(folder)
+    assert {"default", "other"} <= {info.name for info in infos}
+    for info in infos:
+        load_model(info.path)
+    restarted = App(["--data", str(mnist_dir)], folder)
+    try:
+        _wait_for_model(restarted)
+        active = _active(restarted)
+        new = {info.name for info in infos} - {"default", "other"}
+        # The run's model becomes active (and remembered) only once it is saved and loaded.
+        assert active == "other" or active in new, active
+        assert read_active_name(folder) == active
+        leftovers = [p.name for p in folder.iterdir() if ".tmp-" in p.name]
+        assert leftovers == [], leftovers  # the restart cleared what the killed save left
+    finally:
+        restarted.close()
+
+
+def test_a_corrupt_active_model_file_falls_back_to_the_default_quietly(tmp_path, mnist_dir):
+    folder = _models_dir(tmp_path)
+    (folder / ACTIVE_FILE).write_text('{"active": "../../etc/passwd"}')
+    app = App(["--data", str(mnist_dir), "--no-train"], folder)
+    try:
+        assert _wait_for_model(app).startswith("Active model: default")
+        assert any("ignoring" in line and ACTIVE_FILE in line for line in app.stderr)
+        _no_train_checks(app)
+    finally:
+        app.close()
+
+
+def _no_train_checks(app: App) -> None:
+    """--no-train: the Train tab is hidden, training and stopping are refused, Draw and Dataset serve."""
+    config = httpx.get(app.url + "config", timeout=30).json()
+    tabs = {
+        c["props"].get("label"): c["props"].get("visible")
+        for c in config["components"]
+        if c["type"] == "tabitem"
+    }
+    assert tabs["Train"] is False and tabs["Draw"] is not False and tabs["Dataset"] is not False
+    for args, api_name in ((("mlp", 1, 32, 0.001, 1000), "/train"), ((), "/stop")):
+        with pytest.raises(AppError, match="training is turned off on this server"):
+            app.call(*args, api_name=api_name)
+    assert app.status()["run"] is None
+    assert len(app.call("test", "3", 4, api_name="/samples")) == 4
+    seen, probabilities, answer = app.call(EMPTY_SKETCH, api_name="/predict_sketch")
+    assert "Draw a digit" in answer
+
+
+# --- the core behind it -------------------------------------------------------------------------
+
+
+def test_studio_refuses_model_names_that_are_paths(tmp_path):
+    studio = Studio(tmp_path)
+    for name in ("../models/default", "/etc/passwd", "a/b", "..", ".active-model", None, 7, "/" * 10_000):
+        with pytest.raises(ValueError, match="invalid model name") as raised:
+            studio.select_model(name)
+        assert len(str(raised.value)) < 300  # a huge value is not echoed back
+    with pytest.raises(ValueError, match="no model named") as raised:
+        studio.select_model("x" * 10_000)
+    assert len(str(raised.value)) < 300
+
+
+def test_studio_without_training_refuses_to_train_or_stop(tmp_path, mnist_dir):
+    studio = Studio(tmp_path, data_path=mnist_dir, training=False)
+    with pytest.raises(TrainingDisabledError):
+        studio.start_run(TrainConfig(epochs=1, train_size=100))
+    with pytest.raises(TrainingDisabledError):
+        studio.stop_run()
+    assert studio.runs == []
+
+
+def test_run_limiter_counts_per_visitor_within_a_sliding_hour():
+    now = [0.0]
+    limiter = RunLimiter(2, clock=lambda: now[0])
+    for _ in range(2):
+        limiter.check("1.2.3.4")
+        limiter.record("1.2.3.4")
+    with pytest.raises(RunLimitError, match="2 training runs in the last hour.*about 60 min"):
+        limiter.check("1.2.3.4")
+    limiter.check("5.6.7.8")  # another visitor has its own count
+    now[0] = RATE_WINDOW_SECONDS + 1
+    limiter.check("1.2.3.4")  # an hour later the old runs no longer count
+    assert "1.2.3.4" not in limiter._started  # and are forgotten
+    RunLimiter(None).check("anyone")
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="runs per hour"):
+            RunLimiter(bad)
+
+
+def _wait_run(studio: Studio, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while studio.latest_run().active:
+        assert time.monotonic() < deadline, studio.status()
+        time.sleep(0.1)
+    return studio.latest_run()
+
+
+def test_a_diverging_run_fails_clearly_and_changes_nothing(tmp_path, mnist):
+    # Adam's steps are bounded by the learning rate, so no rate within (0, 1] makes these networks'
+    # loss NaN; images with NaN pixels do, for real, on the first batch.
+    folder = _models_dir(tmp_path)
+    studio = Studio(folder)
+    studio.start_loading().join()
+    x_train = mnist.x_train[:1000].astype(np.float32)
+    x_train[:, 10, 10] = np.nan
+    studio._data = Mnist(x_train, mnist.y_train[:1000], mnist.x_test, mnist.y_test, "poisoned")
+    files_before = sorted(folder.iterdir())
+    studio.start_run(TrainConfig(epochs=1, learning_rate=1.0, train_size=1000))
+    run = _wait_run(studio)
+    assert run.phase == "failed" and run.model_name is None
+    assert "the loss became nan" in run.message and "smaller learning rate than 1.0" in run.message
+    assert studio.model_name == "default" and sorted(folder.iterdir()) == files_before
+
+
+def test_older_runs_keep_their_results_but_not_their_model_or_data(tmp_path, mnist):
+    folder = _models_dir(tmp_path)
+    studio = Studio(folder)
+    studio._data = mnist
+    studio.start_loading().join()
+    studio.start_run(TrainConfig(epochs=1, batch_size=128, train_size=1000))
+    first = _wait_run(studio)
+    assert first.phase == "finished" and studio.model_name == first.model_name
+    model = weakref.ref(studio.predictor.model)
+    studio.start_run(TrainConfig(epochs=1, batch_size=128, train_size=1000, seed=1))
+    second = _wait_run(studio)
+    assert second.phase == "finished" and studio.model_name == second.model_name
+    gc.collect()
+    assert model() is None, "the first run's Keras model is still alive"
+    assert not hasattr(first.job, "model") and not hasattr(first.job, "_data")
+    assert all("model" not in record for record in first.job.records)
+    assert first.confusion_image is not None and first.mistakes and first.test_accuracy > 0.5
+    assert studio.curves(compare=True)["loss"]["series"].count("run 1 validation") == 1
+    assert read_active_name(folder) == second.model_name
+    assert os.path.isfile(folder / f"{first.model_name}.keras")
