@@ -106,7 +106,7 @@ PRESETS = {
     "mlp": TrainConfig(),
     "cnn": TrainConfig(
         arch="cnn",
-        epochs=12,
+        epochs=15,
         batch_size=128,
         learning_rate=0.003,
         label_smoothing=0.1,

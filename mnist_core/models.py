@@ -1,7 +1,7 @@
 """Model builders and the one place where compile settings live."""
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -22,16 +22,16 @@ def build_mlp() -> keras.Model:
 
 
 def build_cnn() -> keras.Model:
-    """Two conv blocks with batch normalisation; about 99.4% on MNIST in a few epochs."""
+    """Two conv blocks with batch normalisation; about 99.5% on MNIST in the preset's 15 epochs."""
     return keras.Sequential(
         [
             keras.Input(shape=IMAGE_SHAPE),
             layers.Reshape((*IMAGE_SHAPE, 1)),
-            *_conv_block(32),
-            *_conv_block(64),
+            *_conv_block(32),  # 28 -> 26 -> 13
+            *_conv_block(64),  # 13 -> 11 -> 5
             layers.Flatten(),
             layers.Dense(128, use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.Activation("relu"),
             layers.Dropout(0.3),
             layers.Dense(NUM_CLASSES, activation="softmax"),
@@ -40,17 +40,52 @@ def build_cnn() -> keras.Model:
     )
 
 
+# Keras' default 0.99 leaves a short run (a few hundred steps) with moving statistics still close to
+# their initial values and its test accuracy near chance; 0.9 settles within about 50 steps.
+BN_MOMENTUM = 0.9
+
+
 def _conv_block(filters: int) -> list:
+    # Unpadded ("valid") convolutions cost about 40% less than "same" ones here, at the same accuracy.
     return [
-        layers.Conv2D(filters, 3, padding="same", use_bias=False),
-        layers.BatchNormalization(),
+        layers.Conv2D(filters, 3, use_bias=False),
+        layers.BatchNormalization(momentum=BN_MOMENTUM),
         layers.Activation("relu"),
         layers.MaxPooling2D(),
     ]
 
 
+class RandomStrokeWidth(layers.Layer):
+    """Thicken (3x3 dilation) or thin (3x3 erosion) a random share of the digits, in training only.
+
+    Strokes drawn on a canvas vary in width far more than the pen strokes of MNIST do.
+    """
+
+    def __init__(self, rate: float = 0.3, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], received {rate!r}")
+        self.rate = rate
+        self.seed = seed
+        self._seeds = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training or self.rate == 0.0:
+            return images
+        thick = ops.max_pool(images, 3, 1, padding="same")
+        thin = -ops.max_pool(-images, 3, 1, padding="same")
+        draw = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self._seeds)
+        return ops.where(draw < self.rate / 2, thick, ops.where(draw < self.rate, thin, images))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 def with_augmentation(model: keras.Model) -> keras.Model:
-    """`model` behind random shifts and rotations, for training only.
+    """`model` behind random stroke widths, rotations and shifts, for training only.
 
     The augmentation stays outside the network itself: Keras' random layers augment whenever they are
     called without `training=False`, and a saved model must never do that.
@@ -59,6 +94,7 @@ def with_augmentation(model: keras.Model) -> keras.Model:
         [
             keras.Input(shape=IMAGE_SHAPE),
             layers.Reshape((*IMAGE_SHAPE, 1)),
+            RandomStrokeWidth(0.3),
             layers.RandomRotation(0.03, fill_mode="constant"),
             layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
             layers.Reshape(IMAGE_SHAPE),
