@@ -339,21 +339,24 @@ def dataset_overview(split):
 # --- layout -------------------------------------------------------------------------------------
 
 
-class Photo(gr.Image):
-    """gr.Image that hands over the uploaded file unread, so that mnist_core opens it within its limits."""
+def unread_uploads(image: gr.Image) -> gr.Image:
+    """Make a filepath gr.Image hand over uploads unread, so that mnist_core opens them within its limits."""
+    # gr.Image would decode the whole file first (a 10000 x 10000 PNG takes seconds and gigabytes) and
+    # answer a file that is no image with a bare "Error". Gradio has checked that the path is one of its
+    # uploads before this runs; to_mnist refuses what is not an image or is too large, with a clear
+    # message. (Set on the instance: a subclass of a Gradio component makes Gradio write an app.pyi.)
+    decode = image.preprocess
 
-    is_template = True  # the page shows it with gr.Image's own front end
-
-    def preprocess(self, payload):
-        # gr.Image would decode the whole file first (a 10000 x 10000 PNG takes seconds and gigabytes) and
-        # answer a file that is no image with a bare "Error". Gradio has checked that the path is one of
-        # its uploads by now; to_mnist refuses what is not an image or is too large, with a clear message.
+    def preprocess(payload):
         if payload is None or payload.path is not None:
             return None if payload is None else payload.path
         try:  # a data: URL, which only an API call sends
-            return super().preprocess(payload)
+            return decode(payload)
         except Exception as error:
             raise gr.Error(f"could not read the image: {error}", title="Invalid input") from None
+
+    image.preprocess = preprocess
+    return image
 
 
 with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
@@ -383,12 +386,14 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                                 predict_button = gr.Button("Predict", variant="primary")
                                 clear_button = gr.Button("Clear")
                         with gr.Tab("Photo"):
-                            photo = Photo(
-                                label="A photo or image of one handwritten digit",
-                                elem_id="photo",
-                                type="filepath",
-                                sources=["upload", "clipboard", "webcam"],
-                                height=400,
+                            photo = unread_uploads(
+                                gr.Image(
+                                    label="A photo or image of one handwritten digit",
+                                    elem_id="photo",
+                                    type="filepath",
+                                    sources=["upload", "clipboard", "webcam"],
+                                    height=400,
+                                )
                             )
                     model_picker = gr.Dropdown(label="Model", choices=[], interactive=True)
                 with gr.Column(scale=2):
