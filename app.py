@@ -37,7 +37,7 @@ from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
 
 ROOT = Path(__file__).resolve().parent
 AUTH_ENV = "MNIST_STUDIO_AUTH"
-MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio refuses bigger uploads before reading them
+MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio stops a bigger upload as it arrives
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
 DIGIT_CHOICES = [("any", "any")] + [(str(digit), str(digit)) for digit in range(10)]
@@ -210,8 +210,8 @@ def train(arch, epochs, batch_size, learning_rate, train_size, request: gr.Reque
     settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     if train_size not in (None, ""):  # optional: the preset's (full) training set otherwise
         settings["train_size"] = train_size
-    # TrainConfig's ValueError names a bad value
-    studio.start_run(TrainConfig.preset(arch, **settings), visitor=visitor(request))
+    config = TrainConfig.preset(arch, **settings)  # TrainConfig's ValueError names a bad value
+    studio.start_run(config, visitor=visitor(request))
     return studio.status()
 
 

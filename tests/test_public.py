@@ -9,6 +9,7 @@ import signal
 import time
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -291,9 +292,7 @@ def test_each_visitor_may_start_only_so_many_runs_per_hour(public):
     assert public.status()["status"] in ("finished", "stopped", "failed")
 
 
-def test_sigkill_while_saving_keeps_every_model_whole_and_a_restart_restores_the_active_one(
-    tmp_path, mnist_dir
-):
+def test_sigkill_while_saving_keeps_models_whole_and_a_restart_restores_the_active_one(tmp_path, mnist_dir):
     folder = _models_dir(tmp_path)
     for suffix in (".keras", ".json"):
         shutil.copy(folder / f"default{suffix}", folder / f"other{suffix}")
@@ -322,7 +321,12 @@ def test_sigkill_while_saving_keeps_every_model_whole_and_a_restart_restores_the
     assert {"default", "other"} <= {info.name for info in infos}
     for info in infos:
         load_model(info.path)
-    restarted = App(["--data", str(mnist_dir)], folder)
+    # The restart also meets damaged data: half of a gzipped file, as an interrupted copy leaves it.
+    damaged = tmp_path / "damaged-mnist"
+    shutil.copytree(mnist_dir, damaged)
+    gz = damaged / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    restarted = App(["--data", str(damaged)], folder)
     try:
         _wait_for_model(restarted)
         active = _active(restarted)
@@ -332,6 +336,16 @@ def test_sigkill_while_saving_keeps_every_model_whole_and_a_restart_restores_the
         assert read_active_name(folder) == active
         leftovers = [p.name for p in folder.iterdir() if ".tmp-" in p.name]
         assert leftovers == [], leftovers  # the restart cleared what the killed save left
+
+        message, counts, _ = restarted.call("test", api_name="/dataset_overview")
+        assert "MNIST is not available" in message and "t10k-images-idx3-ubyte.gz" in message
+        assert counts is None
+        for args, api_name in ((("test", "any", 4), "/samples"), (("mlp", 1, 32, 0.001, 1000), "/train")):
+            with pytest.raises(AppError, match="t10k-images-idx3-ubyte.gz"):
+                restarted.call(*args, api_name=api_name)
+        assert restarted.status()["run"] is None
+        _, _, answer = restarted.call(EMPTY_SKETCH, api_name="/predict_sketch")
+        assert "Draw a digit" in answer  # Draw still serves
     finally:
         restarted.close()
 
@@ -460,3 +474,20 @@ def test_older_runs_keep_their_results_but_not_their_model_or_data(tmp_path, mni
     assert studio.curves(compare=True)["loss"]["series"].count("run 1 validation") == 1
     assert read_active_name(folder) == second.model_name
     assert os.path.isfile(folder / f"{first.model_name}.keras")
+
+
+def test_a_visitor_is_the_client_address_or_what_a_local_tunnel_forwards():
+    import gradio as gr
+
+    from app import visitor
+
+    def request(host, forwarded=None):
+        headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        return gr.Request(client=SimpleNamespace(host=host), headers=headers)
+
+    assert visitor(request("203.0.113.7")) == "203.0.113.7"
+    # Through a share link the tunnel connects from loopback and appends the visitor's address last.
+    assert visitor(request("127.0.0.1", "10.0.0.1, 198.51.100.4")) == "198.51.100.4"
+    # A remote client cannot pick its own identity by writing the header.
+    assert visitor(request("203.0.113.7", "198.51.100.4")) == "203.0.113.7"
+    assert visitor(None) is None
