@@ -13,6 +13,7 @@ from .config import BusyError, TrainConfig
 from .data import Mnist
 from .models import (
     ARCHITECTURES,
+    IMAGE_SHAPE,
     JIT_COMPILE,
     NUM_CLASSES,
     compile_model,
@@ -30,7 +31,25 @@ _current: "TrainingJob | None" = None
 
 def prepare(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images and integer labels -> float32 in [0, 1] and one-hot float32, as the tutorial does."""
-    return images.astype(np.float32) / 255.0, np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return images.astype(np.float32) / 255.0, one_hot(labels)
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """Integer labels -> one-hot float32 (n, 10)."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def reads_uint8(model: keras.Model) -> keras.Model:
+    """`model` (float32 in [0, 1]) behind a uint8 -> [0, 1] rescaling, for training only.
+
+    Training then reads MNIST as stored, and no job holds a float32 copy (4x the bytes; the training
+    set alone is 188 MB); the scaling runs per batch inside the compiled step. The model itself, which
+    is what gets saved, keeps its float32 [0, 1] input.
+    """
+    return keras.Sequential(
+        [keras.Input(shape=IMAGE_SHAPE, dtype="uint8"), keras.layers.Rescaling(1 / 255), model],
+        name=f"{model.name}_from_uint8",
+    )
 
 
 def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
@@ -63,7 +82,7 @@ class TrainingJob:
         self.status = "running"  # then "finished", "stopped" or "failed"
         self.message = ""
         self.model: keras.Model | None = None
-        self._trainer: keras.Model | None = None  # the model, or the model behind augmentation
+        self._trainer: keras.Model | None = None  # the model behind uint8 scaling (and augmentation)
         self.epoch = 0
         self._data = data
         self._changed = threading.Condition()
@@ -132,11 +151,11 @@ class TrainingJob:
         if config.train_size < len(x_train):
             chosen = np.random.default_rng(config.seed).choice(len(x_train), config.train_size, replace=False)
             x_train, y_train = x_train[chosen], y_train[chosen]
-        x_train, y_train = prepare(x_train, y_train)
-        x_test, y_test = prepare(self._data.x_test, self._data.y_test)
+        # Images stay uint8 (shared with every other user of the data): the trainer scales each batch.
+        y_train, x_test, y_test = one_hot(y_train), self._data.x_test, one_hot(self._data.y_test)
         steps = math.ceil(len(x_train) / config.batch_size)
         self.model = ARCHITECTURES[config.arch]()
-        self._trainer = with_augmentation(self.model) if config.augment else self.model
+        self._trainer = reads_uint8(with_augmentation(self.model) if config.augment else self.model)
         compile_model(
             self._trainer,
             config.learning_rate,
@@ -155,6 +174,7 @@ class TrainingJob:
             epochs=config.epochs,
             batch_size=config.batch_size,
             validation_batch_size=EVAL_BATCH_SIZE,
+            validation_freq=_ValidateUnlessStopped(self._stop_requested),
             callbacks=[stream],
             verbose=0,
         )
@@ -170,6 +190,21 @@ class TrainingJob:
             done.update(
                 test_loss=stream.history["val_loss"][-1], test_accuracy=stream.history["val_accuracy"][-1]
             )
+
+
+class _ValidateUnlessStopped(list):
+    """Keras' `validation_freq`: validate after every epoch, except one that a stop interrupted.
+
+    Keras validates after an interrupted epoch too, and its first validation traces the test step
+    (seconds on a busy machine) before any callback can stop it; a stopped run is not scored anyway.
+    """
+
+    def __init__(self, stop_requested: threading.Event):
+        super().__init__()
+        self._stop_requested = stop_requested
+
+    def __contains__(self, epoch: object) -> bool:
+        return not self._stop_requested.is_set()
 
 
 class _Stream(keras.callbacks.Callback):

@@ -1,5 +1,6 @@
 import math
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -72,6 +73,27 @@ def test_stop_ends_within_a_batch_and_second_job_is_busy(mnist):
     # The process is free for the next run once the job has ended.
     follow_up = start_training(TrainConfig(epochs=1, train_size=200), mnist)
     assert run(follow_up)[-1]["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_training_reads_uint8_and_the_model_keeps_its_float_input(mnist):
+    # A float32 copy of the training set is 188 MB; the job must train on MNIST's uint8 arrays as they are.
+    tracemalloc.start()
+    try:
+        job = start_training(TrainConfig(epochs=1), mnist)
+        for record in job.follow(timeout=120):
+            if record["type"] == "batch":
+                job.stop()
+        assert job.wait(60) and job.status == "stopped"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"the job allocated {peak / 1e6:.0f} MB of numpy arrays; expected no float copy"
+    # What gets saved is the network alone, with the float32 [0, 1] input that prediction feeds it.
+    assert job.model.inputs[0].dtype == "float32" and job.model.input_shape == (None, 28, 28)
+    assert job._trainer.inputs[0].dtype == "uint8"
+    x, _ = prepare(mnist.x_test[:8], mnist.y_test[:8])
+    np.testing.assert_allclose(job._trainer(mnist.x_test[:8]), job.model(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad_loss", [float("nan"), float("inf")])
