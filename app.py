@@ -37,6 +37,7 @@ from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
 
 ROOT = Path(__file__).resolve().parent
 AUTH_ENV = "MNIST_STUDIO_AUTH"
+SESSION_CAPACITY = 1000  # visitors' sessions kept in memory; the oldest are dropped beyond this
 MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio stops a bigger upload as it arrives
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
@@ -673,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     train_tab.visible = not args.no_train  # launch() builds the page's config after this line
     studio.start_loading()  # TensorFlow and the model load while the page already answers
+    # Gradio rebuilds a pandas summary of its last 10,000 events after every event, which this app never
+    # shows: 8.6 ms per event once the window is full, ~40% of a prediction's cost (scripts/loadtest.py).
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     demo.queue(default_concurrency_limit=1)
     printed = io.StringIO()
     try:
@@ -684,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                 share=args.share,
                 auth=auth,
                 max_file_size=args.max_file_size,
+                # Each API caller without a session gets a new one (~140 KB each); 10,000 kept by default.
+                state_session_capacity=SESSION_CAPACITY,
                 quiet=True,
                 prevent_thread_lock=True,
                 css=CSS,
