@@ -673,7 +673,6 @@ def main(argv: list[str] | None = None) -> int:
         max_runs_per_hour=args.max_runs_per_hour,
     )
     train_tab.visible = not args.no_train  # launch() builds the page's config after this line
-    studio.start_loading()  # TensorFlow and the model load while the page already answers
     # Gradio rebuilds a pandas summary of its last 10,000 events after every event, which this app never
     # shows: 8.6 ms per event once the window is full, ~40% of a prediction's cost (scripts/loadtest.py).
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
@@ -700,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"error: could not start the server: {error}", file=sys.stderr)
         return 2
+    # Only now: TensorFlow's import, started earlier, would compete with the launch for both cores.
+    studio.start_loading()  # TensorFlow and the model load while the page already answers
     print(f"MNIST Studio is running on {demo.local_url}", flush=True)
     if auth:
         print(f"login required: user {auth[0]!r}", flush=True)
