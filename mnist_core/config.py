@@ -29,9 +29,7 @@ class TrainConfig:
     )
     seed: int = _limit(0, 0, 2**31 - 1, "random seed for weights, shuffling and subset")
     label_smoothing: float = _limit(0.0, 0.0, 0.5, "share of each one-hot label spread over all classes")
-    augment: bool = field(
-        default=False, metadata={"help": "random stroke widths, shifts and rotations while training"}
-    )
+    augment: bool = field(default=False, metadata={"help": "random shifts and rotations while training"})
     schedule: str = field(
         default="constant", metadata={"choices": ("constant", "cosine"), "help": "learning-rate schedule"}
     )

@@ -1,7 +1,7 @@
 """Model builders and the one place where compile settings live."""
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -55,37 +55,8 @@ def _conv_block(filters: int) -> list:
     ]
 
 
-class RandomStrokeWidth(layers.Layer):
-    """Thicken (3x3 dilation) or thin (3x3 erosion) a random share of the digits, in training only.
-
-    Strokes drawn on a canvas vary in width far more than the pen strokes of MNIST do.
-    """
-
-    def __init__(self, rate: float = 0.3, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be in [0, 1], received {rate!r}")
-        self.rate = rate
-        self.seed = seed
-        self._seeds = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training=None):
-        if not training or self.rate == 0.0:
-            return images
-        thick = ops.max_pool(images, 3, 1, padding="same")
-        thin = -ops.max_pool(-images, 3, 1, padding="same")
-        draw = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self._seeds)
-        return ops.where(draw < self.rate / 2, thick, ops.where(draw < self.rate, thin, images))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
-
 def with_augmentation(model: keras.Model) -> keras.Model:
-    """`model` behind random stroke widths, rotations and shifts, for training only.
+    """`model` behind random shifts and rotations, for training only.
 
     The augmentation stays outside the network itself: Keras' random layers augment whenever they are
     called without `training=False`, and a saved model must never do that.
@@ -94,7 +65,6 @@ def with_augmentation(model: keras.Model) -> keras.Model:
         [
             keras.Input(shape=IMAGE_SHAPE),
             layers.Reshape((*IMAGE_SHAPE, 1)),
-            RandomStrokeWidth(0.3),
             layers.RandomRotation(0.03, fill_mode="constant"),
             layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
             layers.Reshape(IMAGE_SHAPE),

@@ -60,23 +60,6 @@ def test_bad_arguments(args, kwargs, fragment):
     assert fragment in str(error.value)
 
 
-def test_stroke_width_augmentation_thickens_and_thins_in_training_only():
-    from mnist_core.models import RandomStrokeWidth
-
-    bar = np.zeros((64, 28, 28, 1), dtype=np.float32)
-    bar[:, 4:24, 12:15] = 1.0  # a 3 px wide vertical stroke
-    layer = RandomStrokeWidth(1.0, seed=1)
-    out = np.asarray(layer(bar, training=True))
-    ink = out.reshape(64, -1).sum(axis=1)
-    # Every digit got a new width: 5 px wide (and 2 px longer) after dilation, 1 px (shorter) after erosion.
-    assert set(np.round(ink).astype(int)) == {22 * 5, 18 * 1}
-    assert 10 <= (ink > 60).sum() <= 54  # both kinds drawn, neither always
-    np.testing.assert_array_equal(np.asarray(layer(bar, training=False)), bar)
-    np.testing.assert_array_equal(np.asarray(RandomStrokeWidth(0.0)(bar, training=True)), bar)
-    with pytest.raises(ValueError, match="rate must be in"):
-        RandomStrokeWidth(1.5)
-
-
 def test_a_short_cnn_run_does_not_collapse(mnist):
     # 94 steps of the CNN preset: with Keras' default batch-norm momentum the test accuracy was ~11%.
     from mnist_core.config import TrainConfig
