@@ -10,6 +10,7 @@ ten probabilities, e.g. Client(url).predict(handle_file("digit.png"), api_name="
 """
 
 import argparse
+import base64
 import contextlib
 import functools
 import html
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from mnist_core.config import (
     LIMITS,
@@ -69,7 +71,8 @@ SELECT_BRUSH_JS = """
 """
 
 # Gradio 6.31 empties the canvas when a handler returns None for it only the first time, and leaves no
-# tool selected afterwards: press the sketchpad's own bin, then pick the brush again.
+# tool selected afterwards: press the sketchpad's own bin (DRAW_JS then sends the empty canvas), then pick
+# the brush again.
 CLEAR_CANVAS_JS = """
 () => {
   document.querySelector("#sketch button[aria-label='Clear canvas']")?.click();
@@ -81,6 +84,72 @@ CLEAR_CANVAS_JS = """
   }, 200);
 }
 """
+
+CANVAS_SIDE = 560  # the sketchpad's drawing area, px
+DRAWING_SIDE = 280  # the page sends the drawing at this size: as accurate as 560 px, a quarter of the work
+MAX_DRAWING_CHARS = 1_000_000  # a 280 px PNG of a drawing is 3-15 kB as a data URL
+DRAWING_PREFIX = "data:image/png;base64,"
+# gr.Sketchpad with a change/input listener renders and uploads three canvas-sized PNGs after every stroke,
+# and once an event has read it, gradio 6.31 uploads them again at every status change of any event (the
+# 1 s timer: 10-20 times a second). So no event reads the sketchpad in the page: at the end of a stroke,
+# an undo or redo, or the bin, this script clicks the hidden #draw-send button, whose event reads the
+# drawing (window.mnistDraw.read, its js=) when it runs and sends it as one small PNG. That one event
+# (always_last) carries every answer about the canvas, so answers come in the order of the drawings and
+# the last drawing's answer is the one left on screen; Clear goes through it too. The pixels come from
+# the sketchpad's PixiJS app (gradio 6.31 keeps it in globalThis.__PIXI_APP__), rendered the way gradio
+# renders its own "composite"; tests/test_browser.py fails if a gradio upgrade takes that away.
+DRAW_JS = """
+() => {
+  if (window.mnistDraw) return;
+  const draw = window.mnistDraw = {
+    blank: true,
+    send() { document.querySelector("#draw-send")?.click(); },
+    // What the event sends: "" for an empty canvas, else a PNG data URL; null if there is no canvas.
+    read() {
+      if (draw.blank) return "";
+      const app = globalThis.__PIXI_APP__;
+      if (!app?.canvas?.closest("#sketch")) return null;
+      const scene = app.stage.children.find(child => child.sortableChildren);  // background + strokes
+      const frame = new app.screen.constructor(0, 0, CANVAS_SIDE, CANVAS_SIDE);
+      const resolution = DRAWING_SIDE / CANVAS_SIDE;
+      const {pixels, width, height} = app.renderer.extract.pixels({target: scene, frame, resolution});
+      const canvas = Object.assign(document.createElement("canvas"), {width, height});
+      canvas.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(pixels), width, height), 0, 0);
+      // The sketchpad redraws 500 ms more after the last pointer event; without a GPU (headless CI, some
+      // laptops) each of those frames costs 0.1-0.5 s and holds up the answer. Draw the finished canvas
+      // once and stop: the sketchpad starts its loop again at the next pointer event.
+      app.render();
+      app.ticker.stop();
+      return canvas.toDataURL("image/png");
+    },
+  };
+  // After the sketchpad's own handlers have drawn the stroke or run the command.
+  const sendSoon = () => setTimeout(draw.send, 0);
+  let stroke = false;
+  window.addEventListener("pointerdown", event => {
+    stroke = event.target instanceof HTMLCanvasElement && Boolean(event.target.closest("#sketch"));
+  }, true);
+  for (const type of ["pointerup", "pointercancel"]) {
+    window.addEventListener(type, () => {
+      if (!stroke) return;
+      stroke = false;
+      draw.blank = false;
+      sendSoon();
+    }, true);
+  }
+  document.addEventListener("click", event => {
+    const label = event.target.closest?.("#sketch button")?.getAttribute("aria-label");
+    if (label === "Clear canvas") draw.blank = true;
+    else if (label === "Undo" || label === "Redo") draw.blank = false;
+    else return;
+    sendSoon();
+  }, true);
+}
+""".replace("DRAWING_SIDE", str(DRAWING_SIDE)).replace("CANVAS_SIDE", str(CANVAS_SIDE))
+READ_DRAWING_JS = "() => window.mnistDraw?.read() ?? null"
+SEND_DRAWING_JS = "() => { window.mnistDraw?.send(); }"
+# After a model change: the page sends the drawing again unless the answer shown is about the photo.
+RESEND_DRAWING_JS = "(source) => { if (source !== 'photo') window.mnistDraw?.send(); }"
 
 logger = logging.getLogger("mnist_studio")
 # Replaced in main() by one built from the command line; handlers read this global at call time.
@@ -169,10 +238,39 @@ def describe_photo(image_path):
     return preview, answer, "photo"
 
 
+def _drawing(data_url: str | None) -> Image.Image | None:
+    """The PNG data URL the page sends of its canvas as an image; None for an empty canvas."""
+    if not data_url:
+        return None
+    if not data_url.startswith(DRAWING_PREFIX) or len(data_url) > MAX_DRAWING_CHARS:
+        raise ValueError(
+            f"expected a PNG data URL ({DRAWING_PREFIX}...) of at most {MAX_DRAWING_CHARS:,} characters, "
+            f"got {len(data_url):,} characters starting {data_url[:30]!r}"
+        )
+    try:
+        png = base64.b64decode(data_url.removeprefix(DRAWING_PREFIX), validate=True)
+    except ValueError as error:  # binascii.Error
+        raise ValueError(f"the drawing is not valid base64: {error}") from None
+    try:
+        image = Image.open(io.BytesIO(png))
+        if max(image.size) > CANVAS_SIDE:  # checked before the pixels are decoded
+            raise ValueError(f"the drawing is {image.width} x {image.height} px, larger than the canvas")
+        image.load()
+    except OSError as error:  # not a PNG, or a truncated one
+        raise ValueError(f"the drawing is not a readable PNG: {error}") from None
+    return image
+
+
+@friendly_errors
+def classify_drawing(data_url):
+    """Classify the canvas as the page sends it (DRAW_JS); an empty canvas gives the 'draw a digit' state."""
+    return *_show(studio.classify(_drawing(data_url))), "sketch"
+
+
 @friendly_errors
 def clear_drawing():
-    """Empty the canvas and the photo; back to the 'draw a digit' state."""
-    return None, None, None, EMPTY_ANSWER, "sketch"
+    """Empty the photo; the page empties the canvas and sends it, which brings back 'draw a digit'."""
+    return None
 
 
 @friendly_errors
@@ -181,6 +279,14 @@ def select_model(name, source, sketch, photo):
     studio.select_model(name)
     result = studio.classify(photo if source == "photo" else sketch)
     return studio.model_status(), *_show(result)
+
+
+@friendly_errors
+def activate_model(name, source, photo):
+    """Make the chosen model active for everyone; classify the photo again (the page re-sends a drawing)."""
+    studio.select_model(name)
+    shown = _show(studio.classify(photo)) if source == "photo" else (gr.skip(),) * 3
+    return studio.model_status(), *shown
 
 
 # --- Train --------------------------------------------------------------------------------------
@@ -375,7 +481,7 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                             sketch = gr.Sketchpad(
                                 label="Draw one digit, large, in the middle",
                                 elem_id="sketch",
-                                canvas_size=(560, 560),
+                                canvas_size=(CANVAS_SIDE, CANVAS_SIDE),
                                 height=560,
                                 # MNIST strokes are about 1/8 of the digit's height; this brush gives that.
                                 brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
@@ -386,6 +492,9 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
                             with gr.Row():
                                 predict_button = gr.Button("Predict", variant="primary")
                                 clear_button = gr.Button("Clear")
+                            # Clicked by DRAW_JS; its event's js= puts the drawing in `drawing`.
+                            draw_send = gr.Button("Send the drawing", elem_id="draw-send", visible="hidden")
+                            drawing = gr.Textbox(visible=False)
                         with gr.Tab("Photo"):
                             photo = unread_uploads(
                                 gr.Image(
@@ -511,23 +620,42 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False) as demo:
     # --- wiring: predictions never wait behind training or each other -------------------------
     draw_outputs = [model_view, probabilities, answer, source]
     fast = {"concurrency_limit": None, "concurrency_id": "predict", "show_progress": "hidden"}
-    sketch.change(
-        classify_sketch, sketch, draw_outputs, api_name="predict_sketch", trigger_mode="always_last", **fast
+    demo.load(None, js=DRAW_JS)
+    # Every answer about the canvas comes from this one event (see DRAW_JS); queue=False: one request.
+    draw_send.click(
+        classify_drawing,
+        drawing,
+        draw_outputs,
+        js=READ_DRAWING_JS,
+        trigger_mode="always_last",
+        queue=False,
+        api_name="classify_drawing",
+        api_visibility="private",
+        **fast,
     )
-    predict_button.click(classify_sketch, sketch, draw_outputs, api_name="predict_sketch_button", **fast)
+    predict_button.click(None, js=SEND_DRAWING_JS)
     # The canvas is emptied in the browser (CLEAR_CANVAS_JS); setting it from here would drop the brush.
-    clear_button.click(
-        clear_drawing, None, [photo, *draw_outputs], api_name="clear", js=CLEAR_CANVAS_JS, **fast
-    )
+    clear_button.click(clear_drawing, None, photo, api_name="clear", js=CLEAR_CANVAS_JS, **fast)
+    # For API clients, which send a sketch dict; the page itself never reads the sketchpad (DRAW_JS).
+    gr.on([], classify_sketch, sketch, draw_outputs, api_name="predict_sketch", **fast)
     photo.change(predict, photo, probabilities, api_name="predict", **fast)
     photo.change(describe_photo, photo, [model_view, answer, source], api_name="predict_photo", **fast)
+    model = {"concurrency_limit": 1, "concurrency_id": "model"}
     model_picker.input(
+        activate_model,
+        [model_picker, source, photo],
+        [model_status, *draw_outputs[:3]],
+        api_name="activate_model",
+        api_visibility="private",
+        **model,
+    ).success(None, source, js=RESEND_DRAWING_JS)
+    gr.on(
+        [],
         select_model,
         [model_picker, source, sketch, photo],
         [model_status, *draw_outputs[:3]],
         api_name="select_model",
-        concurrency_limit=1,
-        concurrency_id="model",
+        **model,
     )
 
     preset.change(

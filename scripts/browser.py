@@ -296,15 +296,22 @@ def _wait_settled(page, shown_js: str, arg, what: str, timeout: float) -> None:
 
 
 def clear(page, timeout: float = ANSWER_SECONDS) -> None:
-    """Press the app's Clear; return once the answer says 'draw a digit' and the canvas is blank again."""
+    """Press the app's Clear once; return when the answer says 'draw a digit' and the canvas is blank."""
     page.get_by_role("button", name="Clear", exact=True).click()
-    try:
-        wait_for_empty(page, timeout / 2)
-    except AssertionError:
-        # Known race (see the issue notes): under load, the prediction of the last stroke can land after
-        # Clear and show its digit again; a person presses Clear once more, and so does this test.
-        page.get_by_role("button", name="Clear", exact=True).click()
     _wait_blank(page, "Clear", timeout)
+
+
+# Whether a digit was shown after the answer last said 'draw a digit': an answer for an older drawing.
+WATCH_STALE_JS = """
+() => {
+  const answer = document.querySelector('#answer');
+  const watch = window.__staleWatch = {empty: false, stale: false};
+  new MutationObserver(() => {
+    if (answer.querySelector('.empty')) watch.empty = true;
+    else if (watch.empty && answer.querySelector('.digit')) watch.stale = true;
+  }).observe(answer, {subtree: true, childList: true, characterData: true});
+}
+"""
 
 
 def erase(page, timeout: float = ANSWER_SECONDS) -> None:

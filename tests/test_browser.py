@@ -17,6 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from scripts.browser import (
     BLANK_INK,
     BRUSH,
+    WATCH_STALE_JS,
     canvas_ink,
     chart_points,
     clear,
@@ -28,6 +29,7 @@ from scripts.browser import (
     open_app,
     open_tab,
     serve_app,
+    shown_digit,
     stroke_latencies,
     summary,
     train_snapshot,
@@ -118,6 +120,17 @@ def test_clear_returns_to_the_empty_state_every_time_with_the_brush_ready(page):
         # Ready for the next digit: the brush stays picked, no "select the draw tool" hint.
         expect(page.locator(BRUSH)).to_have_class(re.compile(r"\bhighlight\b"), timeout=10_000)
         expect(page.get_by_text("select the draw tool to start")).to_have_count(0)
+
+
+def test_clear_while_a_prediction_is_on_its_way_stays_clear(page):
+    # Clear pressed right after the last stroke, while its answer is still coming: that late answer may
+    # land before Clear's, never after it.
+    for digit in (4, 0, 7):
+        draw_digit(page, digit)
+        page.evaluate(WATCH_STALE_JS)
+        clear(page)
+        assert not page.evaluate("() => window.__staleWatch.stale"), "a digit came back after Clear"
+        assert shown_digit(page) is None
 
 
 def test_an_uploaded_photo_of_a_test_digit_is_read(page, mnist, tmp_path):
