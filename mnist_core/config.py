@@ -54,14 +54,14 @@ class TrainConfig:
     def preset(cls, arch: str, **overrides) -> "TrainConfig":
         """The recommended settings for `arch`, with `overrides` applied."""
         if not isinstance(arch, str) or arch not in PRESETS:
-            raise ValueError(f"arch must be one of {sorted(PRESETS)}, received {_shown(arch)}")
+            raise ValueError(f"arch must be one of {sorted(PRESETS)}, received {short_repr(arch)}")
         return dataclasses.replace(PRESETS[arch], **overrides)
 
 
 def _checked(f: dataclasses.Field, value):
     """Validate and normalise one field; whole floats such as 10.0 from a slider become ints."""
     kind = f.type
-    received = f"{f.name} received {_shown(value)} ({type(value).__name__})"
+    received = f"{f.name} received {short_repr(value)} ({type(value).__name__})"
     if kind is bool:
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{received}; expected true or false")
@@ -88,7 +88,7 @@ def _checked(f: dataclasses.Field, value):
     return value
 
 
-def _shown(value) -> str:
+def short_repr(value) -> str:
     """repr(value), cut short: a value sent through the API can be megabytes long."""
     text = repr(value)
     return text if len(text) <= 80 else text[:60] + "…"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .config import short_repr
+
 FORMAT_VERSION = 1
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -297,9 +299,8 @@ def check_model_name(name) -> str:
 
 def _check_name(name, what: str = "model name") -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
-        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:60] + "…"  # never echo a huge value
         raise ValueError(
-            f"invalid {what} {shown}: expected letters, digits, '-', '_' or '.', with no path "
+            f"invalid {what} {short_repr(name)}: expected letters, digits, '-', '_' or '.', with no path "
             "separators and no '..', e.g. 'default' or 'cnn-20261125-190102'"
         )
     return name

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .config import PRESETS, RunLimitError, TrainConfig, TrainingDisabledError
+from .config import PRESETS, RunLimitError, TrainConfig, TrainingDisabledError, short_repr
 from .data import Mnist, MnistDataError, MnistNotFoundError, class_counts, load_mnist, mean_images, sample
 from .predict import Predictor
 from .preprocess import to_mnist
@@ -282,8 +282,8 @@ class Studio:
         info = next((info for info in models if info.name == name), None)
         if info is None:
             available = ", ".join(i.name for i in models) or "none"
-            shown = name if len(name) <= 60 else name[:60] + "…"  # never echo a huge value
-            raise ValueError(f"no model named {shown!r} in {self.models_dir}; available: {available}")
+            shown = short_repr(name)
+            raise ValueError(f"no model named {shown} in {self.models_dir}; available: {available}")
         self._activate(info)
         return self.model_label
 
@@ -622,7 +622,7 @@ def describe(status: dict) -> tuple[str, str, str]:
 def preset_values(arch: str) -> dict:
     """The preset's settings the Train tab shows (epochs, batch size, learning rate, training images)."""
     if not isinstance(arch, str) or arch not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, received {str(arch)[:60]!r}")
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, received {short_repr(arch)}")
     preset = PRESETS[arch]
     return {
         "epochs": preset.epochs,
