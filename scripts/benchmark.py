@@ -15,8 +15,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from browser import copy_shipped_model, free_port, stop_process  # noqa: E402  (scripts/browser.py)
 
 from mnist_core.config import TrainConfig  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
@@ -321,12 +321,6 @@ def bench_predict(calls: int) -> dict:
 # --- start-up -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wall_seconds(command: list[str]) -> float:
     """Wall time of a command that must succeed."""
     started = time.perf_counter()
@@ -363,12 +357,7 @@ def running_app(models_dir: Path, data_path: str | None) -> Iterator[tuple[str, 
                 time.sleep(POLL_SECONDS)
             yield url, app, started
         finally:
-            app.terminate()
-            try:
-                app.wait(10)
-            except subprocess.TimeoutExpired:
-                app.kill()
-                app.wait()
+            stop_process(app, timeout=10)
 
 
 def time_app_start(models_dir: Path, data_path: str | None, image: Path) -> dict:
@@ -396,8 +385,7 @@ def bench_startup(runs: int, data_path: str | None) -> dict:
 
     imports, starts = [], []
     with tempfile.TemporaryDirectory() as folder:
-        models_dir = Path(folder, "models")
-        shutil.copytree(ROOT / "models", models_dir)
+        models_dir = copy_shipped_model(Path(folder, "models"))
         image = Path(folder, "digit.png")
         Image.fromarray(sketches(280)[3]["composite"]).save(image)
         for _ in range(runs):
@@ -452,8 +440,7 @@ def app_training_peaks(data_path: str | None) -> list[dict]:
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        models_dir = Path(folder, "models")
-        shutil.copytree(ROOT / "models", models_dir)
+        models_dir = copy_shipped_model(Path(folder, "models"))
         with running_app(models_dir, data_path) as (url, app, _):
             client = Client(url, verbose=False)
             runs = []
@@ -516,7 +503,7 @@ def print_table(rows: list[dict]) -> None:
 
 def bench_browser(data_path: str | None, repeats: int) -> dict:
     """Headless Chromium draws on the app's sketchpad: ms from the pen's release to the answer shown."""
-    from browser import copy_shipped_model, measure_stroke_latency, serve_app, summary  # scripts/browser.py
+    from browser import measure_stroke_latency, serve_app, summary
 
     with tempfile.TemporaryDirectory() as folder:
         with serve_app(copy_shipped_model(Path(folder) / "models"), data_path) as url:

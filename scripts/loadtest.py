@@ -47,8 +47,6 @@ import multiprocessing
 import os
 import platform
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,10 +61,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from browser import copy_shipped_model, free_port, stop_process  # noqa: E402  (scripts/browser.py)
+
 from mnist_core.config import PRESETS  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
 
-SHIPPED_MODEL = ROOT / "models" / "default.keras"
 API = "gradio_api"
 # The issue's targets.
 TARGET_ERRORS = 0
@@ -263,20 +262,11 @@ def client_worker(args: tuple) -> dict:
 # --- the server ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_app(data_path: str | None, app_dir: Path, env: dict | None = None) -> Iterator[tuple[str, int]]:
     """`python app.py` in app_dir on a free port, with a copy of the shipped model: (url, pid)."""
     with tempfile.TemporaryDirectory(prefix="loadtest-") as folder:
-        models = Path(folder, "models")
-        models.mkdir()
-        for suffix in (".keras", ".json"):
-            shutil.copy(SHIPPED_MODEL.with_suffix(suffix), models)
+        models = copy_shipped_model(Path(folder, "models"))
         port = free_port()
         command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--models-dir", str(models)] + (["--data", data_path] if data_path else [])
@@ -295,12 +285,7 @@ def running_app(data_path: str | None, app_dir: Path, env: dict | None = None) -
                     time.sleep(0.2)
                 yield url, app.pid
             finally:
-                app.terminate()
-                try:
-                    app.wait(20)
-                except subprocess.TimeoutExpired:
-                    app.kill()
-                    app.wait()
+                stop_process(app)
 
 
 def _tail(path: str, chars: int = 3000) -> str:
