@@ -409,12 +409,20 @@ def bench_startup(runs: int, data_path: str | None) -> dict:
 # --- memory -------------------------------------------------------------------------------------
 
 
-def peak_rss_bytes(pid: int | str = "self") -> int:
-    """Peak resident set size of a process: VmHWM on Linux; ru_maxrss of this process elsewhere."""
+def proc_status_bytes(pid: int | str, field: str) -> int | None:
+    """A memory field of /proc/PID/status (VmRSS, VmHWM, ...) in bytes; None where it cannot be read."""
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
+    return None
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """Peak resident set size of a process: VmHWM on Linux; ru_maxrss of this process elsewhere."""
+    peak = proc_status_bytes(pid, "VmHWM")
+    if peak is not None:
+        return peak
     if pid != "self":
         raise RuntimeError(f"cannot read the peak memory of process {pid} (no /proc on this system)")
     import resource

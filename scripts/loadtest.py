@@ -61,6 +61,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmark import proc_status_bytes  # noqa: E402  (scripts/benchmark.py)
 from browser import copy_shipped_model, free_port, stop_process  # noqa: E402  (scripts/browser.py)
 
 from mnist_core.config import PRESETS  # noqa: E402
@@ -294,13 +295,7 @@ def _tail(path: str, chars: int = 3000) -> str:
 
 def rss_bytes(pid: int | None) -> int | None:
     """Resident memory of a process (VmRSS), None without a pid or /proc."""
-    if pid is None:
-        return None
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return None
+    return None if pid is None else proc_status_bytes(pid, "VmRSS")
 
 
 def thread_cpu(pid: int | None) -> dict[str, float]:
