@@ -104,11 +104,13 @@ LIMITS = {
 PRESETS = {
     # Exactly the tutorial: Adam at its default rate, batch 32, 10 epochs, the full training set.
     "mlp": TrainConfig(),
+    # scripts/accuracy.py, seeds 0/1/2: 99.51/99.56/99.53% in 3.9x the tutorial fit's wall time. Batch 256
+    # takes fewer, fuller steps than 128 on two cores; 18 epochs win back the accuracy fewer steps cost.
     "cnn": TrainConfig(
         arch="cnn",
-        epochs=15,
-        batch_size=128,
-        learning_rate=0.003,
+        epochs=18,
+        batch_size=256,
+        learning_rate=0.004,
         label_smoothing=0.1,
         augment=True,
         schedule="cosine",
