@@ -22,6 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio.data_classes import FileData
 from PIL import Image
 
 from mnist_core.config import (
@@ -34,6 +35,7 @@ from mnist_core.config import (
 )
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.plots import upscale
+from mnist_core.preprocess import MAX_PIXELS
 from mnist_core.store import ModelFileError
 from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
 
@@ -44,7 +46,7 @@ MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio stops a bigger 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
 DIGIT_CHOICES = [("any", "any")] + [(str(digit), str(digit)) for digit in range(10)]
-PREVIEW_SCALE = 10  # the 28 px image the model sees, shown at 280 px in whole-pixel blocks
+PREVIEW_SIDE = 240  # px on screen of the 28 px image the model sees, in whole-pixel blocks (CSS)
 EMPTY_ANSWER = (
     '<div class="answer empty"><div class="hint">✏️ Draw a digit</div>'
     "<div>on the canvas (or upload a photo); the model answers as you draw.</div></div>"
@@ -56,6 +58,9 @@ CSS = """
 .answer.empty { opacity: 0.75; }
 .run-progress progress { width: 100%; height: 14px; }
 .pixelated img { image-rendering: pixelated; }
+.preview { margin: 0; text-align: center; }
+.preview img { max-width: 100%; height: auto; }
+.preview figcaption { font-size: var(--text-sm); opacity: 0.75; }
 """
 # Gradio's sketchpad starts with no tool selected; pick the brush so the first drag on the canvas draws.
 SELECT_BRUSH_JS = """
@@ -208,21 +213,42 @@ def _show(result) -> tuple:
         f'<div class="answer"><div class="digit">{digit}</div>'
         f"<div>{probabilities[digit]:.0%} sure</div></div>"
     )
-    return upscale(image, PREVIEW_SCALE), {str(d): float(p) for d, p in enumerate(probabilities)}, answer
+    return _preview(image), {str(d): float(p) for d, p in enumerate(probabilities)}, answer
+
+
+def _preview(image) -> str:
+    """The 28 x 28 image the model sees as an inline PNG in HTML, drawn in whole-pixel blocks by CSS.
+
+    An image output would cost Gradio a file written to its cache and served per answer: a third of the
+    server's time for each prediction under load (scripts/loadtest.py); this PNG is about 300 bytes.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(upscale(image, 1)).save(buffer, format="PNG")
+    return (
+        f'<figure class="preview"><img src="{DRAWING_PREFIX}{base64.b64encode(buffer.getvalue()).decode()}"'
+        f' width="{PREVIEW_SIDE}" height="{PREVIEW_SIDE}" alt="the 28 x 28 image the model sees">'
+        "<figcaption>What the model sees (28 × 28)</figcaption></figure>"
+    )
 
 
 @friendly_errors
 def classify_sketch(sketch):
     """Classify the canvas; an empty canvas gives the 'draw a digit' state."""
-    return *_show(studio.classify(sketch)), "sketch"
+    return *_show(_classify_upload(sketch)), "sketch"
 
 
-def _classify_upload(image_path):
+def _classify_upload(value):
+    """studio.classify of an uploaded file, or of a sketch whose layers are uploaded files."""
     try:
-        return studio.classify(image_path)
+        return studio.classify(value)
     except ValueError as error:
-        # The message names the upload's path in the server's cache; the person knows it by its file name.
-        raise ValueError(str(error).replace(str(image_path), Path(image_path).name)) from None
+        # The message names an upload's path in the server's cache; the person knows it by its file name.
+        message = str(error)
+        files = value.values() if isinstance(value, dict) else [value]
+        for path in [f for item in files for f in (item if isinstance(item, list) else [item])]:
+            if isinstance(path, str) and path:
+                message = message.replace(path, Path(path).name)
+        raise ValueError(message) from None
 
 
 @friendly_errors
@@ -277,7 +303,7 @@ def clear_drawing():
 def select_model(name, source, sketch, photo):
     """Make the chosen model active for everyone and classify the current input again with it."""
     studio.select_model(name)
-    result = studio.classify(photo if source == "photo" else sketch)
+    result = _classify_upload(photo if source == "photo" else sketch)
     return studio.model_status(), *_show(result)
 
 
@@ -285,7 +311,7 @@ def select_model(name, source, sketch, photo):
 def activate_model(name, source, photo):
     """Make the chosen model active for everyone; classify the photo again (the page re-sends a drawing)."""
     studio.select_model(name)
-    shown = _show(studio.classify(photo)) if source == "photo" else (gr.skip(),) * 3
+    shown = _show(_classify_upload(photo)) if source == "photo" else (gr.skip(),) * 3
     return studio.model_status(), *shown
 
 
@@ -466,6 +492,27 @@ def unread_uploads(image: gr.Image) -> gr.Image:
     return image
 
 
+def unread_sketch_files(sketch: gr.Sketchpad) -> gr.Sketchpad:
+    """Make a gr.Sketchpad hand over uploaded layer files unread, as unread_uploads does for gr.Image.
+
+    Only API clients send it files (the page never reads the sketchpad: DRAW_JS); gradio would decode
+    each one whole first, up to PIL's 179-megapixel limit. mnist_core opens a file path within its own.
+    """
+    convert = sketch.convert_and_format_image
+
+    def hand_over(file, flatten_on_white=False):
+        if isinstance(file, FileData):
+            return file.path
+        if file is not None:  # bytes sent to the sketchpad's accept_blobs: sized up before decoding
+            width, height = Image.open(io.BytesIO(file)).size
+            if width * height > MAX_PIXELS:
+                raise gr.Error(f"the sketch is {width} x {height} px, over {MAX_PIXELS:,} pixels")
+        return convert(file, flatten_on_white)
+
+    sketch.convert_and_format_image = hand_over
+    return sketch
+
+
 # Every upload and every image shown stays in Gradio's cache folder (the load test: 224 files in 30 s);
 # files older than an hour go, checked every 10 minutes, and all of them at a restart.
 with gr.Blocks(title="MNIST Studio", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
@@ -491,6 +538,7 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False, delete_cache=(600,
                                 transforms=(),
                                 type="numpy",
                             )
+                            unread_sketch_files(sketch)
                             with gr.Row():
                                 predict_button = gr.Button("Predict", variant="primary")
                                 clear_button = gr.Button("Clear")
@@ -511,13 +559,10 @@ with gr.Blocks(title="MNIST Studio", analytics_enabled=False, delete_cache=(600,
                 with gr.Column(scale=2):
                     with gr.Row(equal_height=True):
                         answer = gr.HTML(EMPTY_ANSWER, label="Answer", elem_id="answer")
-                        model_view = gr.Image(
-                            label="What the model sees (28 × 28)",
-                            format="png",
-                            interactive=False,
-                            height=240,
+                        model_view = gr.HTML(
                             elem_id="model-view",
                             elem_classes="pixelated",
+                            min_height=PREVIEW_SIDE,
                         )
                     probabilities = gr.Label(label="Probabilities", num_top_classes=10, show_heading=False)
             source = gr.State("sketch")

@@ -10,6 +10,7 @@ serves tests/test_browser.py and the browser section of scripts/benchmark.py.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import math
@@ -343,6 +344,8 @@ def image_pixels(page, selector: str) -> np.ndarray | None:
     src = img.first.get_attribute("src") or ""
     if not src:
         return None
+    if src.startswith("data:"):  # inline, as the Draw tab's preview is
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L"))
     response = page.request.get(src)  # gradio serves it from /gradio_api/file=..., same origin
     if not response.ok:
         raise AssertionError(f"the image {src} did not load: HTTP {response.status}")

@@ -1,7 +1,10 @@
 """The app end to end: `python app.py` in a subprocess, driven through gradio_client as a script would."""
 
+import base64
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -154,11 +157,14 @@ def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(app, mnist, 
     assert _label(probabilities) == "2"
     assert len(probabilities["confidences"]) == 10
     assert '<div class="digit">2</div>' in answer
-    view = np.asarray(Image.open(seen).convert("L"))
-    small = view[::10, ::10]
-    assert view.shape == (280, 280)
-    assert np.array_equal(view, np.kron(small, np.ones((10, 10), np.uint8)))  # crisp 10 px blocks
-    assert small[:3].max() == 0 and small.max() == 255  # white digit on black, centred like MNIST
+    # The preview is HTML: the 28 x 28 image itself as an inline PNG, enlarged in whole pixels by CSS.
+    found = re.search(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', seen)
+    assert found and "What the model sees (28 × 28)" in seen, seen[:300]
+    view = np.asarray(Image.open(io.BytesIO(base64.b64decode(found[1]))))
+    assert view.shape == (28, 28) and view.dtype == np.uint8
+    assert view[:3].max() == 0 and view.max() == 255  # white digit on black, centred like MNIST
+    rows = np.flatnonzero(view.max(1) > 127)
+    assert 14 <= rows[-1] - rows[0] + 1 <= 22  # scaled into MNIST's 20 x 20 box
 
 
 def test_an_empty_canvas_asks_for_a_digit(app):

@@ -77,12 +77,13 @@ def shot(page, name: str) -> None:
 
 
 def check_preview(page) -> np.ndarray:
-    """The 'what the model sees' image: 28 x 28 pixels shown as 10 px blocks, a white digit on black."""
-    view = image_pixels(page, "#model-view")
-    assert view is not None, "no 28x28 preview is shown"
-    small = view[::10, ::10]
-    assert view.shape == (280, 280)
-    assert np.array_equal(view, np.kron(small, np.ones((10, 10), np.uint8))), "not 28 x 28 whole pixels"
+    """The 'what the model sees' image: 28 x 28 pixels shown in whole-pixel blocks, a white digit on black."""
+    small = image_pixels(page, "#model-view")
+    assert small is not None, "no 28x28 preview is shown"
+    assert small.shape == (28, 28)
+    img = page.locator("#model-view img")
+    assert img.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated", "blurred, not whole pixels"
+    assert img.bounding_box()["width"] >= 4 * 28, "the preview is shown too small to read"
     lit = float((small > 127).mean())
     assert 0.03 < lit < 0.5, f"{lit:.0%} of the preview is lit: empty or flooded"
     rows = np.flatnonzero(small.max(1) > 127)

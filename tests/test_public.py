@@ -174,10 +174,13 @@ def test_bad_uploads_get_a_clear_message_in_bounded_time_and_memory(public, tmp_
     ]
     for name, reason in cases:
         assert (tmp_path / name).stat().st_size < 1024**2  # under the upload limit: this is the image check
-        for api_name in ("/predict", "/predict_photo"):
+        file = handle_file(str(tmp_path / name))
+        # The same file as a photo, and as the one layer of a sketch sent to the API.
+        sketch = {"background": None, "layers": [file], "composite": file}
+        for value, api_name in ((file, "/predict"), (file, "/predict_photo"), (sketch, "/predict_sketch")):
             asked = time.monotonic()
             with pytest.raises(AppError) as raised:
-                public.call(handle_file(str(tmp_path / name)), api_name=api_name)
+                public.call(value, api_name=api_name)
             assert time.monotonic() - asked < 10, (name, api_name)
             assert reason in str(raised.value) and "/tmp/" not in str(raised.value), str(raised.value)
     # Nothing was decoded: a decoded 10000 x 10000 RGB image alone would take 300 MB.
