@@ -3,6 +3,7 @@
 python scripts/loadtest.py                            # 50 clients, 30 s, the tutorial MLP training
 python scripts/loadtest.py --clients 8 --duration 5 --train-size 5000
 python scripts/loadtest.py --arch cnn                 # the CNN preset training instead
+python scripts/loadtest.py --route photo              # uploaded photos through the queue instead
 python scripts/loadtest.py --app-env GRADIO_ANALYTICS_CACHE_FREQUENCY=1000000   # try a server setting
 python scripts/loadtest.py --url http://127.0.0.1:7860/ --pid 1234    # an app that is already running
 
@@ -12,22 +13,28 @@ through the API (all 60,000 images, 100 epochs: it outlasts the test) and waits 
 has ended, so that tracing and one-off allocations are behind it. Then the clients start: --warmup
 seconds not counted, then --duration seconds measured. At the end it stops the run (`stop` endpoint).
 
-A client is one visitor with the app open, drawing: it sends a digit image, waits for the answer, pauses
+A client is one visitor with the app open, drawing: it sends a digit, waits for the answer, pauses
 --interval seconds (jittered 0.5-1.5x so that clients never march in step) and sends the next. The Draw
-tab behaves the same way: the sketchpad's change event runs with trigger_mode="always_last", so a
-browser never has two predictions of its own in flight, and a new one goes out as a stroke ends. A
-digit takes one to three strokes of about half a second each, hence a default of 0.5 s: 50 such
-visitors offer up to 100 predictions a second, far more than 50 people would on a real day. Each
-visitor keeps one Gradio session (session_hash), as a browser tab or a gradio_client Client does.
+tab behaves the same way: its one prediction event runs with trigger_mode="always_last", so a browser
+never has two predictions of its own in flight, and a new one goes out as a stroke ends. A digit takes
+one to three strokes of about half a second each, hence a default of 0.5 s: 50 such visitors offer up to
+100 predictions a second, far more than 50 people would on a real day. Each visitor keeps one Gradio
+session (session_hash), as a browser tab or a gradio_client Client does.
 
-Each prediction goes the way a script or the Photo tab sends it, over Gradio's REST API: POST the PNG to
-/gradio_api/upload, POST /gradio_api/call/predict, read the server-sent events of
-/gradio_api/call/predict/<event_id> until `complete`; the latency covers all three. The images are MNIST
-test digits made to look like scans (dark ink on light paper, 140 px), in a few hundred noisy variants
-rendered up front, so the server sees distinct files as it would from real visitors. The clients run on
-asyncio + httpx (a gradio dependency) in --processes worker processes, not on 50 gradio_client Clients,
-each of which would hold threads and its own SSE stream in one GIL-bound process. Each worker reports its
-CPU time and event-loop lag, so one can tell when the load generator, not the server, adds the delay.
+--route says what a prediction is:
+- draw (default): exactly what the Draw tab sends at the end of a stroke, one POST of the canvas as a
+  280 px PNG data URL to /gradio_api/run/classify_drawing (a queue=False event), answered in the same
+  HTTP response. The drawings are mnist_core.drawn's drawn-digit set: MNIST test digits traced and
+  redrawn with a round brush of varying width, then hand-made strokes, 400 in all.
+- photo: what the Photo tab and API scripts send: POST the PNG to /gradio_api/upload, POST
+  /gradio_api/call/predict, read the server-sent events of /gradio_api/call/predict/<event_id> until
+  `complete`; the latency covers all three. The images are MNIST test digits made to look like scans
+  (dark ink on light paper, 140 px), in 400 noisy variants.
+The images are rendered up front and sent in turn, so the server sees distinct inputs as it would from
+real visitors. The clients run on asyncio + httpx (a gradio dependency) in --processes worker processes,
+not on 50 gradio_client Clients, each of which would hold threads and its own SSE stream in one GIL-bound
+process. Each worker reports its CPU time and event-loop lag, so one can tell when the load generator,
+not the server, adds the delay.
 
 Errors: any exception, an HTTP error, an `error` event, a timeout, or an answer that is not ten
 probabilities of the digits 0-9 summing to 1. Memory: the server's VmRSS (/proc/<pid>/status) at the end
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -64,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 from benchmark import proc_status_bytes  # noqa: E402  (scripts/benchmark.py)
 from browser import copy_shipped_model, free_port, stop_process  # noqa: E402  (scripts/browser.py)
 
+from mnist_core import drawn  # noqa: E402
 from mnist_core.config import PRESETS  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
 
@@ -79,6 +88,8 @@ REQUEST_TIMEOUT = 30.0
 SAMPLE_EVERY = 1.0  # seconds between samples of the server's memory and training status
 LAG_TICK = 0.01  # the event-loop lag probe sleeps this long and records how late it wakes
 SCAN_SIZE = 140
+DRAWING_SIDE = 280  # app.DRAWING_SIDE: the Draw tab sends its canvas as a PNG of this size
+DRAWING_PREFIX = "data:image/png;base64,"  # app.DRAWING_PREFIX
 VARIANTS = 400  # distinct image files sent in turn
 DIGITS = 40  # MNIST test digits they are made from (the first 40: every class 2-6 times)
 
@@ -103,6 +114,21 @@ def scanned_digits(data_path: str | None, variants: int = VARIANTS, seed: int = 
         buffer = io.BytesIO()
         Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
         pairs.append((buffer.getvalue(), int(data.y_test[index % DIGITS])))
+    return pairs
+
+
+def drawn_digits(data_path: str | None, variants: int = VARIANTS, seed: int = 0) -> list[tuple[str, int]]:
+    """(PNG data URL, true digit) pairs: digits drawn with a round brush, as the Draw tab sends them.
+
+    mnist_core.drawn's drawn-digit set (MNIST test digits traced and redrawn, then hand-made strokes),
+    rendered at the size the page sends, black ink on white.
+    """
+    data = load_mnist(data_path)
+    pairs = []
+    for sketch, item in drawn.iter_drawn(data, count=variants, canvas_size=DRAWING_SIDE, seed=seed):
+        buffer = io.BytesIO()
+        Image.fromarray(sketch["composite"]).save(buffer, format="PNG")
+        pairs.append((DRAWING_PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii"), item.label))
     return pairs
 
 
@@ -160,6 +186,27 @@ async def predict_async(http: httpx.AsyncClient, base: str, png: bytes, session:
     return (await call_async(http, base, "predict", [await upload_async(http, base, png)], session))[0]
 
 
+async def classify_drawing_async(
+    http: httpx.AsyncClient, base: str, data_url: str, session: str | None = None
+) -> dict:
+    """What the Draw tab sends at the end of a stroke: one POST to /run/classify_drawing (queue=False).
+
+    Its outputs are the model's view, the probabilities, the answer and the source; the second is the
+    gr.Label value. An error comes back as an HTTP error, with Gradio's error payload.
+    """
+    body = {"data": [data_url]} if session is None else {"data": [data_url], "session_hash": session}
+    response = await http.post(f"{base}{API}/run/classify_drawing", json=body)
+    if response.is_error:
+        raise ApiError(f"classify_drawing: HTTP {response.status_code}: {response.text[:200]}")
+    return response.json()["data"][1]
+
+
+# How a visitor asks for one prediction, by --route: what the Draw tab sends (a PNG data URL) or what the
+# Photo tab and API scripts send (an uploaded PNG file).
+ROUTES = {"draw": classify_drawing_async, "photo": predict_async}
+ROUTE_NAMES = {"draw": "drawings (/run/classify_drawing)", "photo": "photos (upload, /call/predict)"}
+
+
 def call(base: str, api_name: str, data: list | None = None) -> list:
     """A blocking API call, for the few control calls (train, status, stop)."""
 
@@ -192,7 +239,7 @@ def check_answer(answer) -> tuple[str | None, str | None]:
 # --- the clients --------------------------------------------------------------------------------
 
 
-async def visitor(http, base, images, first, interval, rng, end, records, session) -> None:
+async def visitor(http, base, route, images, first, interval, rng, end, records, session) -> None:
     """One visitor: send, wait for the answer, pause, until `end` (time.time())."""
     await asyncio.sleep(rng.uniform(0, interval))  # arrivals spread over the first interval
     turn = first
@@ -203,7 +250,7 @@ async def visitor(http, base, images, first, interval, rng, end, records, sessio
         sent = time.time()
         started = time.perf_counter()
         try:
-            error, label = check_answer(await predict_async(http, base, png, session))
+            error, label = check_answer(await ROUTES[route](http, base, png, session))
         except Exception as failure:
             error, label = f"{type(failure).__name__}: {failure}"[:300], None
         records.append((sent, time.perf_counter() - started, error, label == str(truth)))
@@ -219,7 +266,7 @@ async def lag_probe(start: float, end: float, lags: list[float]) -> None:
             lags.append(time.perf_counter() - asyncio_started - LAG_TICK)
 
 
-async def _run_clients(base, images, clients, interval, session, seed, begin, start, end) -> dict:
+async def _run_clients(base, route, images, clients, interval, session, seed, begin, start, end) -> dict:
     rng = random.Random(seed)
     records: list[tuple] = []
     lags: list[float] = []
@@ -230,6 +277,7 @@ async def _run_clients(base, images, clients, interval, session, seed, begin, st
             visitor(
                 http,
                 base,
+                route,
                 images,
                 rng.randrange(len(images)),
                 interval,
@@ -328,13 +376,13 @@ def folder_size(path: Path | None) -> tuple[int, int] | None:
     return files, size
 
 
-def wait_until_ready(base: str, png: bytes) -> float:
+def wait_until_ready(base: str, route: str, image) -> float:
     """Seconds until a prediction answers (the model loads in the background)."""
     started = time.monotonic()
 
     async def once():
         async with _http(base, 2) as http:
-            return await predict_async(http, base, png)
+            return await ROUTES[route](http, base, image)
 
     while True:
         try:
@@ -391,7 +439,7 @@ def measure(base: str, pid: int | None, images, args, uploads: Path | None = Non
         args.clients // args.processes + (i < args.clients % args.processes) for i in range(args.processes)
     ]
     jobs = [
-        (base, images, share, args.interval, args.session, args.seed + index, begin, start, end)
+        (base, args.route, images, share, args.interval, args.session, args.seed + index, begin, start, end)
         for index, share in enumerate(shares)
         if share
     ]
@@ -474,6 +522,7 @@ def report(results: list[dict], samples: list[dict], marks: dict, start: float, 
         "answers_right": {"value": right, "target": f">= {TARGET_RIGHT:.0%}", "met": right >= TARGET_RIGHT},
     }
     return {
+        "route": args.route,
         "clients": args.clients,
         "session": args.session,
         "app_env": args.app_env,
@@ -540,6 +589,7 @@ def print_report(result: dict) -> None:
     met = {True: "yes", False: "NO", None: "n/a"}
     lag = cpu["client_loop_lag_ms"]
     rows = [
+        ("route", ROUTE_NAMES[result["route"]], "", None),
         ("clients (processes)", f"{result['clients']} ({result['processes']})", "", None),
         ("pause between a client's requests", f"{result['interval_s']:g} s x 0.5-1.5", "", None),
         ("measured / warm-up", f"{result['duration_s']:g} s / {result['warmup_s']:g} s", "", None),
@@ -623,6 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--train-size", type=int, default=60_000, help="training images (default all)")
     parser.add_argument(
+        "--route",
+        choices=sorted(ROUTES),
+        default="draw",
+        help="what each visitor sends: a drawing, as the Draw tab does (default), or an uploaded photo, "
+        "as the Photo tab and API scripts do",
+    )
+    parser.add_argument(
         "--session",
         choices=("visitor", "request"),
         default="visitor",
@@ -648,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --processes need >= 1, --duration > 0, --interval and --warmup >= 0")
     args.processes = min(args.processes, args.clients)
     data_path = args.data or os.environ.get("MNIST_DATA")
-    images = scanned_digits(data_path)
+    images = drawn_digits(data_path) if args.route == "draw" else scanned_digits(data_path)
     with contextlib.ExitStack() as stack:
         if args.url:
             base, pid, uploads = args.url.rstrip("/") + "/", args.pid, None
@@ -660,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 found = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"GRADIO_TEMP_DIR=")]
                 uploads = Path(found[0].decode()) if found else None
-        print(f"app: {base} (pid {pid}); model ready after {wait_until_ready(base, images[0][0]):.1f} s")
+        ready = wait_until_ready(base, args.route, images[0][0])
+        print(f"app: {base} (pid {pid}); model ready after {ready:.1f} s")
         rss_idle = rss_bytes(pid)
         training = None
         if not args.no_training:

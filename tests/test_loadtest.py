@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import loadtest  # noqa: E402
 from loadtest import check_answer  # noqa: E402
 
 CLIENTS = 8
@@ -32,16 +34,33 @@ def test_check_answer_accepts_ten_probabilities_and_rejects_the_rest():
     assert check_answer(["7"])[0] is not None
 
 
+def test_drawings_are_sent_as_the_draw_tab_sends_them(mnist_dir):
+    import app
+
+    assert (loadtest.DRAWING_SIDE, loadtest.DRAWING_PREFIX) == (app.DRAWING_SIDE, app.DRAWING_PREFIX)
+    pairs = loadtest.drawn_digits(str(mnist_dir), variants=20)
+    assert len(pairs) > 20  # the traced digits, then the hand-made ones
+    for data_url, digit in pairs:
+        assert 0 <= digit <= 9
+        image = app._drawing(data_url)  # the app's own reader of what the page sends
+        assert image.size == (app.DRAWING_SIDE, app.DRAWING_SIDE)
+        ink = 255 - np.asarray(image.convert("L"))
+        assert 0.01 < (ink > 128).mean() < 0.5  # black strokes on white, neither empty nor all ink
+
+
 @pytest.mark.slow
-def test_short_load_test_while_training(tmp_path, mnist_dir):
+@pytest.mark.parametrize("route", ["draw", "photo"])
+def test_short_load_test_while_training(tmp_path, mnist_dir, route):
     out = tmp_path / "loadtest.json"
     command = [sys.executable, "scripts/loadtest.py", "--clients", str(CLIENTS), "--duration", str(DURATION)]
+    command += ["--route", route]
     command += ["--warmup", "2", "--arch", "mlp", "--train-size", "5000", "--data", str(mnist_dir)]
     command += ["--json", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
 
+    assert report["route"] == route
     assert report["clients"] == CLIENTS and report["duration_s"] == pytest.approx(DURATION)
     assert report["errors"] == 0, report["error_examples"]
     assert report["requests"] >= CLIENTS  # every visitor got answers in the measured window
