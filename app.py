@@ -35,7 +35,6 @@ from mnist_core.config import (
 )
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.plots import upscale
-from mnist_core.preprocess import MAX_PIXELS
 from mnist_core.store import ModelFileError
 from mnist_core.studio import ModelNotReady, Studio, describe, preset_values
 
@@ -493,23 +492,21 @@ def unread_uploads(image: gr.Image) -> gr.Image:
 
 
 def unread_sketch_files(sketch: gr.Sketchpad) -> gr.Sketchpad:
-    """Make a gr.Sketchpad hand over uploaded layer files unread, as unread_uploads does for gr.Image.
+    """Make a gr.Sketchpad hand over uploaded layer files unread, and keep no images posted to it.
 
     Only API clients send it files (the page never reads the sketchpad: DRAW_JS); gradio would decode
     each one whole first, up to PIL's 179-megapixel limit. mnist_core opens a file path within its own.
+    Its accept_blobs server function, which the page would use to send the canvas, keeps every image
+    posted to it in memory until an event reads the sketch: anyone could fill the server's memory
+    through it, and nothing here needs it, so it is removed (a call gets 404 "Function not found").
     """
     convert = sketch.convert_and_format_image
 
     def hand_over(file, flatten_on_white=False):
-        if isinstance(file, FileData):
-            return file.path
-        if file is not None:  # bytes sent to the sketchpad's accept_blobs: sized up before decoding
-            width, height = Image.open(io.BytesIO(file)).size
-            if width * height > MAX_PIXELS:
-                raise gr.Error(f"the sketch is {width} x {height} px, over {MAX_PIXELS:,} pixels")
-        return convert(file, flatten_on_white)
+        return file.path if isinstance(file, FileData) else convert(file, flatten_on_white)
 
     sketch.convert_and_format_image = hand_over
+    sketch.accept_blobs = None
     return sketch
 
 

@@ -96,11 +96,20 @@ def _select(app: App, name: str) -> list:
     return app.call(name, EMPTY_SKETCH, None, api_name="/select_model")
 
 
-def _peak_rss_mb(app: App) -> float:
+def _memory_mb(app: App, field: str) -> float:
+    """A memory field of the app's /proc/PID/status (VmRSS: now, VmHWM: peak), in MiB."""
     for line in Path(f"/proc/{app.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    pytest.fail("no VmHWM in /proc")
+    pytest.fail(f"no {field} in /proc")
+
+
+def _rss_mb(app: App) -> float:
+    return _memory_mb(app, "VmRSS")
+
+
+def _peak_rss_mb(app: App) -> float:
+    return _memory_mb(app, "VmHWM")
 
 
 def _sketch(app: App, tmp_path: Path, layer: np.ndarray) -> dict:
@@ -186,6 +195,25 @@ def test_bad_uploads_get_a_clear_message_in_bounded_time_and_memory(public, tmp_
     # Nothing was decoded: a decoded 10000 x 10000 RGB image alone would take 300 MB.
     assert _peak_rss_mb(public) - before < 150
     assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
+
+
+def test_images_posted_to_the_sketchpad_are_refused_not_kept(public):
+    # gr.Sketchpad's accept_blobs server function keeps what is posted to it in memory until an event
+    # reads the sketch, which none does here: unchecked, any visitor could fill the server's memory.
+    http = httpx.Client(base_url=public.url, timeout=30)
+    http.post("/login", data={"username": USER[0], "password": USER[1]}).raise_for_status()
+    components = http.get("/config").json()["components"]
+    sketch = next(c["id"] for c in components if c.get("props", {}).get("elem_id") == "sketch")
+    fields = {"component_id": str(sketch), "session_hash": "visitor", "fn_name": "accept_blobs"}
+    fields |= {"type": "layer", "index": "0"}
+    before = _rss_mb(public)
+    for number in range(40):
+        blob = ("layer.png", os.urandom(900_000), "image/png")  # under the upload limit
+        response = http.post(
+            "/gradio_api/component_server", data={**fields, "id": f"b{number}"}, files=[("file", blob)]
+        )
+        assert response.status_code == 404 and "Function not found" in response.text, response.text[:200]
+    assert _rss_mb(public) - before < 15  # 40 kept blobs would hold 36 MB
 
 
 def test_uploads_bypass_gradio_decoding_without_writing_beside_the_code(public):
