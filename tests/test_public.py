@@ -6,6 +6,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -19,6 +20,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from test_app import EMPTY_SKETCH, App, _models_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from benchmark import proc_status_bytes  # noqa: E402  (scripts/benchmark.py)
 
 from mnist_core.config import RunLimitError, TrainConfig, TrainingDisabledError
 from mnist_core.store import ACTIVE_FILE, list_models, load_model, read_active_name
@@ -98,10 +102,10 @@ def _select(app: App, name: str) -> list:
 
 def _memory_mb(app: App, field: str) -> float:
     """A memory field of the app's /proc/PID/status (VmRSS: now, VmHWM: peak), in MiB."""
-    for line in Path(f"/proc/{app.process.pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    pytest.fail(f"no {field} in /proc")
+    value = proc_status_bytes(app.process.pid, field)
+    if value is None:
+        pytest.fail(f"no {field} in /proc")
+    return value / 2**20
 
 
 def _rss_mb(app: App) -> float:
