@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 MAX_PIXELS = 50_000_000  # refuse larger inputs: a 50 MP image is already far beyond any photo of a digit
 MAX_SIDE = 1024  # shrink bigger uploads first (box average) so time and memory stay bounded
@@ -20,6 +20,11 @@ THICKEN_BELOW = 1.5
 MIN_CONTRAST = 0.1  # ink weaker than 10% of the full range is "nothing drawn"
 NOISE_FRACTION = 0.2  # in uploads, deviations below 20% of the strongest ink are paper, not ink
 NOISE_SIGMAS = 4.0  # ... and below 4 sigma of the border's noise
+# The Draw tab's canvas (ui/draw.js): 560 px a side, a round brush 22 px wide, which gives a digit drawn
+# large MNIST's stroke of about 1/8 of its height. The page sends the stroke points; they are drawn here at
+# half that size, as accurate for a 20 px digit and a quarter of the pixels.
+CANVAS_SIDE, BRUSH_WIDTH, RENDER_SCALE = 560, 22, 0.5
+MAX_STROKES, MAX_POINTS = 200, 10_000  # a digit is 1-5 strokes and a few hundred points
 ACCEPTED = "a gr.Sketchpad dict, a PIL image, a numpy array (H x W, H x W x 3 or 4) or an image file path"
 
 
@@ -27,6 +32,56 @@ def to_mnist(value) -> np.ndarray | None:
     """A sketch or upload as the (28, 28) float32 image an MNIST model expects; None when nothing is drawn."""
     ink = _sketch_ink(value, crop=True) if isinstance(value, dict) else ink_from_image(value)
     return None if ink is None else center_like_mnist(ink)
+
+
+def strokes_to_mnist(strokes, side: int = CANVAS_SIDE, brush_width: float = BRUSH_WIDTH) -> np.ndarray | None:
+    """Stroke points drawn on a `side` px canvas, as the (28, 28) image a model expects; None if none."""
+    checked = check_strokes(strokes, side)
+    if not checked:
+        return None
+    alpha = render_strokes(checked, round(side * RENDER_SCALE), brush_width * RENDER_SCALE, RENDER_SCALE)
+    rows, cols = np.flatnonzero(alpha.max(1)), np.flatnonzero(alpha.max(0))
+    if rows.size == 0 or int(alpha.min()) > (1 - MIN_CONTRAST) * 255:
+        return None  # nothing on the canvas, or ink all over it: no shape to read
+    crop = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return center_like_mnist(crop.astype(np.float32) / 255)
+
+
+def check_strokes(strokes, side: int = CANVAS_SIDE) -> list[np.ndarray]:
+    """Strokes as a list of (n, 2) float arrays in canvas pixels; ValueError naming what is wrong."""
+    expected = f"a list of at most {MAX_STROKES} strokes, each a list of [x, y] points"
+    if not isinstance(strokes, list | tuple):
+        raise ValueError(f"strokes: expected {expected}, received {type(strokes).__name__}")
+    if len(strokes) > MAX_STROKES:
+        raise ValueError(f"strokes: expected {expected}, received {len(strokes)} strokes")
+    total = sum(len(stroke) if isinstance(stroke, list | tuple) else 0 for stroke in strokes)
+    if total > MAX_POINTS:
+        raise ValueError(f"strokes: expected at most {MAX_POINTS:,} points in all, received {total:,}")
+    checked = []
+    for index, stroke in enumerate(strokes):
+        try:
+            points = np.asarray(stroke, dtype=np.float64)
+        except (TypeError, ValueError):
+            points = None
+        if points is None or points.ndim != 2 or points.shape[1:] != (2,) or not np.isfinite(points).all():
+            shown = repr(stroke)[:60]
+            raise ValueError(f"stroke {index}: expected a list of [x, y] number pairs, received {shown}")
+        if len(points):
+            checked.append(np.clip(points, -side, 2 * side))  # off-canvas points are drawn off the canvas
+    return checked
+
+
+def render_strokes(strokes, side: int, brush_width: float, scale: float = 1.0) -> np.ndarray:
+    """uint8 (side, side) ink of round-brush strokes (points scaled by `scale`), as a canvas draws them."""
+    mask = Image.new("L", (side, side), 0)
+    draw, r = ImageDraw.Draw(mask), brush_width / 2
+    for stroke in strokes:
+        points = [(float(x) * scale, float(y) * scale) for x, y in stroke]
+        if len(points) > 1:
+            draw.line(points, fill=255, width=max(1, round(brush_width)), joint="curve")
+        for x, y in points:  # the round brush's caps, and joints PIL's line leaves square
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+    return np.asarray(mask)
 
 
 def ink_from_sketch(value: dict | None) -> np.ndarray | None:
