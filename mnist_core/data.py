@@ -73,12 +73,6 @@ def keras_cache_path() -> Path:
     return Path(home).expanduser() / "datasets" / NPZ_NAME
 
 
-def clear_cache() -> None:
-    """Forget every loaded data set, so the next load reads the files again."""
-    with _LOCK:
-        _CACHE.clear()
-
-
 def _ways() -> str:
     return (
         "Provide MNIST in one of these ways: pass its path (--data PATH in the scripts and the app) to a "

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from mnist_core.preprocess import to_mnist
+from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, render_strokes, strokes_to_mnist
 
 Stroke = list[tuple[float, float]]
 TRACE_SCALE = 4  # skeletons of the 28 px digit are staircases; at 112 px they follow the stroke smoothly
@@ -96,15 +96,7 @@ def place_strokes(strokes, canvas_size, box=(0.3, 0.15, 0.7, 0.85)) -> list[Stro
 def render_sketch(strokes_px, canvas_size, brush_width: float, background: bool = True) -> dict:
     """The gr.Sketchpad value for black round-brush strokes: layer alpha = ink, opaque white composite."""
     w, h = _size(canvas_size)
-    mask = Image.new("L", (w, h), 0)
-    draw, r = ImageDraw.Draw(mask), brush_width / 2
-    for stroke in strokes_px:
-        points = [(float(x), float(y)) for x, y in stroke]
-        if len(points) > 1:
-            draw.line(points, fill=255, width=max(1, round(brush_width)), joint="curve")
-        for x, y in points:  # the round brush's caps, and joints PIL's line leaves square
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-    alpha = np.asarray(mask)[..., None]
+    alpha = render_strokes(strokes_px, max(w, h), brush_width)[:h, :w, None]
     layer = np.dstack([np.zeros((h, w, 3), np.uint8), alpha])
     composite = np.dstack([np.repeat(255 - alpha, 3, 2), np.full_like(alpha, 255)])
     white = np.full((h, w, 4), 255, np.uint8) if background else None
@@ -246,13 +238,23 @@ def drawn_set(data, count=1000, canvas_size=400, seed=0) -> tuple[Iterator[dict]
     return (sketch for sketch, _ in iter_drawn(data, count, canvas_size, seed)), labels
 
 
-def evaluate_drawn(predictor_or_model, data, count=1000, canvas_size=400, seed=0, worst=8) -> dict:
-    """Accuracy on the drawn set through the Draw tab's path: Sketchpad -> to_mnist -> Predictor."""
+def evaluate_drawn(predictor_or_model, data, count=1000, canvas_size=CANVAS_SIDE, seed=0, worst=8) -> dict:
+    """Accuracy on the drawn set through the Draw tab's path: stroke points -> strokes_to_mnist -> model.
+
+    The strokes lie on a `canvas_size` canvas and are drawn with the page's brush scaled to it (the page's
+    own canvas is CANVAS_SIDE px with a BRUSH_WIDTH brush); their variety of size, position, slant and
+    rotation comes from drawn_items.
+    """
     from mnist_core.predict import Predictor
 
     model = predictor_or_model
     predictor = model if isinstance(model, Predictor) else Predictor(model)
-    pairs = [(to_mnist(sketch), item) for sketch, item in iter_drawn(data, count, canvas_size, seed)]
+    brush = BRUSH_WIDTH * min(_size(canvas_size)) / CANVAS_SIDE
+    items = drawn_items(data, count, seed)
+    pairs = [
+        (strokes_to_mnist(item_strokes(item, data, canvas_size), min(_size(canvas_size)), brush), item)
+        for item in items
+    ]
     blank = np.zeros((28, 28), np.float32)  # nothing drawn: counted as a miss, never skipped
     probabilities = predictor.predict(np.stack([blank if image is None else image for image, _ in pairs]))
     items = [item for _, item in pairs]

@@ -29,11 +29,6 @@ _lock = threading.Lock()
 _current: "TrainingJob | None" = None
 
 
-def prepare(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images and integer labels -> float32 in [0, 1] and one-hot float32, as the tutorial does."""
-    return images.astype(np.float32) / 255.0, one_hot(labels)
-
-
 def one_hot(labels: np.ndarray) -> np.ndarray:
     """Integer labels -> one-hot float32 (n, 10)."""
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
@@ -66,11 +61,6 @@ def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
         _current = job
         job._thread.start()
     return job
-
-
-def current_job() -> "TrainingJob | None":
-    """The running job, or the last one that ran in this process."""
-    return _current
 
 
 class TrainingJob:
@@ -218,7 +208,6 @@ class _Stream(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
 
     def on_train_begin(self, logs=None):
-        self.first_batch_time = None
         self.next_emit = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -245,12 +234,21 @@ class _Stream(keras.callbacks.Callback):
         done_steps = (self.job.epoch - 1) * self.steps + batch + 1
         total_steps = self.job.config.epochs * self.steps
         elapsed = now - self.started
+        eta = None  # the first batch carries the graph's tracing: no honest rate yet
         if self.rate_since is None or batch == self.rate_since[1]:
             self.rate_since = self.rate_since or (now, batch)
             rate = (batch + 1) * self.job.config.batch_size / max(now - self.epoch_started, 1e-9)
         else:
             since, first = self.rate_since
             rate = (batch - first) * self.job.config.batch_size / max(now - since, 1e-9)
+            eta = (self.steps - batch - 1) * self.job.config.batch_size / rate
+        if self.epoch_seconds:
+            # Later epochs take as long as the last whole one did, its validation pass included.
+            left_in_epoch = (self.steps - batch - 1) * self.job.config.batch_size / rate
+            eta = left_in_epoch + (self.job.config.epochs - self.job.epoch) * self.epoch_seconds[-1]
+        elif eta is not None:
+            # In the first epoch: the remaining epochs at this rate (their validation passes not yet known).
+            eta += (self.job.config.epochs - self.job.epoch) * self.steps * self.job.config.batch_size / rate
         self.job._emit(
             {
                 "type": "batch",
@@ -261,7 +259,7 @@ class _Stream(keras.callbacks.Callback):
                 "accuracy": logs.get("accuracy", 0.0),
                 "samples_per_second": rate,
                 "progress": done_steps / total_steps,
-                "eta_seconds": (total_steps - done_steps) * self.job.config.batch_size / rate,
+                "eta_seconds": eta,
                 "elapsed": elapsed,
             }
         )

@@ -34,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         "--drawn",
         action="store_true",
         help="also evaluate drawn digits (traced MNIST test digits and hand-made strokes rendered on a "
-        "canvas) through the Draw tab's path: Sketchpad value -> preprocess.to_mnist -> Predictor",
+        "canvas) through the Draw tab's path: stroke points -> preprocess.strokes_to_mnist -> Predictor",
     )
     parser.add_argument(
         "--drawn-count", type=int, default=1000, help="traced digits in the drawn set (default: 1000)"
     )
-    parser.add_argument("--canvas", type=int, default=400, help="drawn canvas size in px (default: 400)")
+    parser.add_argument(
+        "--canvas", type=int, default=560, help="drawn canvas size in px (default: 560, the Draw tab's)"
+    )
     args = parser.parse_args(argv)
     if args.canvas < 28:
         parser.error(f"--canvas must be at least 28 px, received {args.canvas}")

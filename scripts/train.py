@@ -61,11 +61,12 @@ def progress_line(record: dict) -> str:
     if record["type"] == "batch":
         width = 30
         filled = int(width * record["progress"])
+        eta = record["eta_seconds"]  # None until the first batch's warm-up is past
         return (
             f"\r[{'#' * filled}{'.' * (width - filled)}] epoch {record['epoch']} "
             f"step {record['step']}/{record['steps']}  loss {record['loss']:.4f}  "
             f"accuracy {record['accuracy']:.4f}  {record['samples_per_second']:.0f} samples/s  "
-            f"ETA {record['eta_seconds']:.0f} s "
+            f"ETA {'…' if eta is None else f'{eta:.0f} s'} "
         )
     return (
         f"\repoch {record['epoch']}: loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}  "
