@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import io
 import math
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mnist_core.drawn import HANDMADE_ASPECT, digit_strokes, place_strokes  # noqa: E402
+from scripts.appserver import START_SECONDS, copy_shipped_model, free_port, serve_app  # noqa: E402, F401
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,77 +37,21 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# A laptop-sized window; a wider one makes the sketchpad's canvas, and every drawing move, dearer.
+# A laptop-sized window.
 VIEWPORT = {"width": 1024, "height": 768}
-SHIPPED_MODEL = ROOT / "models" / "default.keras"
-START_SECONDS = 120  # gradio import plus a busy 2-core machine
 ANSWER_SECONDS = 60  # the first answer may wait for TensorFlow and the model to load
-# An answer counts once the panel has not changed for this long: the next prediction, if one is on its
-# way, lands within it (a prediction takes ~1 s here, up to ~2.5 s with the machine busy).
-SETTLE_SECONDS = 2.5
-# About one mouse event per this many page pixels of a stroke (the brush is ~20 px wide on the page).
-# Every move with the button down makes the sketchpad re-render its WebGL canvas in software: 0.1-0.5 s
-# a move on a busy 2-core machine, so a denser path only makes the tests slower, not the digit better.
-MOVE_PX = 32
-BLANK_INK = 0.003  # dark fraction of an empty drawing area (its "select the draw tool" hint included)
+# An answer counts once the panel has not changed for this long: the next answer, if one is on its way,
+# lands within it (an answer takes ~0.05 s here, up to ~0.5 s with the machine busy).
+SETTLE_SECONDS = 1.0
+# About one pointer event per this many page pixels of a stroke (the brush is ~22 px wide on the page);
+# a person's mouse or finger reports one every 4-16 px at drawing speed.
+MOVE_PX = 12
+BLANK_INK = 0.003  # dark fraction of an empty drawing area
 
 Stroke = list[tuple[float, float]]
-BRUSH = "#sketch button[aria-label='Brush']"
 
 # Which of mnist_core.drawn's hand-made styles a person draws here; all are several strokes or split below.
 STYLES = {1: 2, 7: 1}  # a 1 with a flag and a base, a 7 with a crossbar
-
-
-# --- the app in a subprocess --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def copy_shipped_model(folder: Path) -> Path:
-    """A models folder holding a copy of the shipped model, so runs never write into the repository."""
-    if not SHIPPED_MODEL.is_file():
-        raise FileNotFoundError(f"{SHIPPED_MODEL} is missing: python scripts/train.py --arch cnn makes it")
-    folder.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json"):
-        shutil.copy(SHIPPED_MODEL.with_suffix(suffix), folder)
-    return folder
-
-
-@contextlib.contextmanager
-def serve_app(models_dir: Path, data: str | Path | None = None, args: tuple = ()) -> Iterator[str]:
-    """`python app.py` on 127.0.0.1 and a free port; yields its URL, stops it on exit."""
-    port = free_port()
-    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--models-dir", str(models_dir), *(["--data", str(data)] if data else []), *args]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    printed: list[str] = []
-    threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True).start()  # never blocks
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not any("MNIST Studio is running on" in line for line in printed):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not start: {' '.join(command)}\n{''.join(printed)[-3000:]}")
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop_process(process)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    """Terminate `process`; kill it if it has not ended after `timeout` seconds."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- the browser --------------------------------------------------------------------------------
@@ -124,36 +63,40 @@ def launch_chromium(playwright, headless: bool = True):
 
 
 # Page-side clock (performance.now()): when the pen last left the canvas (pointerup), when a digit next
-# appeared in the answer panel, and when the answer or the 28x28 preview last changed at all, so a wait
-# can tell a settled answer from one with a prediction still on its way.
+# appeared in the answer panel, and when the answer panel last changed at all, so a wait can tell a
+# settled answer from one with a prediction still on its way. `stale` turns true if a digit is ever shown
+# while the canvas is blank: a late answer that landed on a cleared canvas.
 WATCH_JS = """
 () => {
-  const watch = window.__strokeWatch = {up: null, shown: null, changed: performance.now()};
-  window.addEventListener('pointerup', event => {
-    if (!(event.target instanceof HTMLCanvasElement && event.target.closest('#sketch'))) return;
-    watch.up = performance.now();
-    watch.shown = null;
-  }, true);
-  const answer = document.querySelector('#answer');
-  const observer = new MutationObserver(() => {
+  const canvas = document.querySelector('#draw-canvas');
+  const watch = window.__strokeWatch = {up: null, shown: null, changed: performance.now(), stale: false};
+  canvas.addEventListener('pointerup', () => { watch.up = performance.now(); watch.shown = null; }, true);
+  const blank = () => {
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 0; i < pixels.length; i += 4) if (pixels[i] < 128) return false;
+    return true;
+  };
+  const panel = document.querySelector('#draw-canvas').closest('.drawpad').querySelector('.pad-result');
+  new MutationObserver(() => {
     watch.changed = performance.now();
-    if (watch.up !== null && watch.shown === null && answer.querySelector('.digit')) {
-      watch.shown = watch.changed;
-    }
-  });
-  for (const element of [answer, document.querySelector('#model-view')]) {
-    observer.observe(element, {subtree: true, childList: true, characterData: true, attributes: true});
-  }
+    const digit = Boolean(panel.querySelector('#answer .digit'));
+    if (digit && watch.up !== null && watch.shown === null) watch.shown = watch.changed;
+    if (digit && blank()) watch.stale = true;
+  }).observe(panel, {subtree: true, childList: true, characterData: true, attributes: true});
 }
 """
+LOCALES = ("en-US", "es-ES", "ru-RU", "fr-FR")  # Gradio translates its own labels in all but the first
 
 
-def open_app(browser, url: str):
-    """A fresh page (own context: own session) on the app, the Draw tab's sketchpad on screen."""
-    context = browser.new_context(viewport=VIEWPORT)
+def open_app(browser, url: str, locale: str = "en-US", touch: bool = False, viewport=None):
+    """A fresh page (own context: own session) on the app in `locale`, the drawing surface on screen.
+
+    `touch`: a touch-screen device (Playwright's has_touch); strokes are then drawn with a finger.
+    """
+    context = browser.new_context(viewport=viewport or VIEWPORT, locale=locale, has_touch=touch)
     page = context.new_page()
     page.goto(url)
-    page.locator("#sketch canvas").first.wait_for(timeout=START_SECONDS * 1000)
+    page.locator("#draw-canvas").wait_for(timeout=START_SECONDS * 1000)
     page.locator("#answer").wait_for()
     page.evaluate(WATCH_JS)
     return page
@@ -185,52 +128,59 @@ def digit_box(digit: int, height: float = 0.6, centre=(0.54, 0.47)) -> tuple[flo
 
 
 def drawing_surface(page) -> dict:
-    """Where the sketchpad's drawing area lies on the page: its top-left corner and page px per canvas px.
-
-    Gradio draws the canvas_size image centred in the canvas element at the zoom its toolbar shows.
-    """
-    box = page.locator("#sketch canvas").first.bounding_box()
-    canvas_size = page.evaluate(
-        """() => window.gradio_config.components
-                 .find(c => c.props && c.props.elem_id === 'sketch').props.canvas_size"""
-    )
-    zoom = float(page.locator("#sketch .zoom-number span").inner_text().strip().rstrip("%")) / 100
-    width, height = canvas_size[0] * zoom, canvas_size[1] * zoom
-    return {
-        "x": box["x"] + (box["width"] - width) / 2,
-        "y": box["y"] + (box["height"] - height) / 2,
-        "width": width,
-        "height": height,
-        "scale": zoom,
-        "canvas_size": tuple(canvas_size),
-    }
+    """Where the canvas lies on the page: its top-left corner, size, and page px per canvas px."""
+    canvas = page.locator("#draw-canvas")
+    box = canvas.bounding_box()
+    side = int(canvas.get_attribute("width"))
+    return {**box, "scale": box["width"] / side, "canvas_size": (side, side)}
 
 
-def brush_selected(page) -> bool:
-    """Whether the sketchpad's Brush tool is the one picked (its button highlighted)."""
-    return "highlight" in (page.locator(BRUSH).get_attribute("class") or "").split()
+class Finger:
+    """Touch input through Chromium's DevTools protocol: touchstart, touchmove, touchend, as a finger."""
+
+    def __init__(self, page):
+        self.session = page.context.new_cdp_session(page)
+
+    def _send(self, kind: str, x: float | None = None, y: float | None = None) -> None:
+        points = [] if x is None else [{"x": x, "y": y, "radiusX": 4, "radiusY": 4, "force": 1, "id": 1}]
+        self.session.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    def down(self, x, y):
+        self._send("touchStart", x, y)
+
+    def move(self, x, y):
+        self._send("touchMove", x, y)
+
+    def up(self):
+        self._send("touchEnd")
 
 
-def select_brush(page) -> None:
-    """Pick the Brush tool, as a person does when the sketchpad says "select the draw tool to start"."""
-    if not brush_selected(page):
-        page.locator(BRUSH).click()
-        page.wait_for_function(
-            "sel => document.querySelector(sel).classList.contains('highlight')", arg=BRUSH, timeout=10_000
-        )
-
-
-def stroke(page, points: Stroke) -> None:
-    """One pen stroke in page coordinates: press, small moves along the path (~MOVE_PX apart), release."""
-    x, y = points[0]
-    page.mouse.move(x, y)  # the pen goes to the start in one move: hovering draws nothing
-    page.mouse.down()
+def _path(points: Stroke) -> list[tuple[float, float]]:
+    """The positions a pen passes along `points`, about MOVE_PX apart."""
+    path, (x, y) = [], points[0]
     for i, (nx, ny) in enumerate(points[1:], 2):
         distance = math.hypot(nx - x, ny - y)
         if distance < MOVE_PX and i < len(points):
             continue  # a dense curve: the next point is close, go straight there
-        page.mouse.move(nx, ny, steps=max(1, round(distance / MOVE_PX)))
+        steps = max(1, round(distance / MOVE_PX))
+        path += [(x + (nx - x) * k / steps, y + (ny - y) * k / steps) for k in range(1, steps + 1)]
         x, y = nx, ny
+    return path
+
+
+def stroke(page, points: Stroke, finger: Finger | None = None) -> None:
+    """One pen stroke in page coordinates: press, small moves along the path, release; a finger if given."""
+    x, y = points[0]
+    if finger is not None:
+        finger.down(x, y)
+        for px, py in _path(points):
+            finger.move(px, py)
+        finger.up()
+        return
+    page.mouse.move(x, y)  # the pen goes to the start in one move: hovering draws nothing
+    page.mouse.down()
+    for px, py in _path(points):
+        page.mouse.move(px, py)
     page.mouse.up()
 
 
@@ -242,11 +192,10 @@ def on_page(page, strokes: list[Stroke], box) -> list[Stroke]:
     return [[(surface["x"] + x * scale, surface["y"] + y * scale) for x, y in s] for s in placed]
 
 
-def draw_digit(page, digit: int, box=None) -> None:
-    """Draw `digit` on the sketchpad with the mouse, stroke after stroke, as a person would."""
-    select_brush(page)
+def draw_digit(page, digit: int, box=None, finger: Finger | None = None) -> None:
+    """Draw `digit` with the mouse (or `finger`), stroke after stroke, as a person would."""
     for points in on_page(page, person_digit(digit), box or digit_box(digit)):
-        stroke(page, points)
+        stroke(page, points, finger)
 
 
 def canvas_ink(page) -> float:
@@ -255,6 +204,15 @@ def canvas_ink(page) -> float:
     clip = {"x": s["x"] + 4, "y": s["y"] + 4, "width": s["width"] - 8, "height": s["height"] - 8}
     pixels = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("L"))
     return float((pixels < 128).mean())
+
+
+def press(page, button: str, finger: Finger | None = None) -> None:
+    """Press one of the surface's buttons (clear, undo, redo) with the mouse, or tap it with a finger."""
+    target = page.locator(f"#draw-{button}")
+    if finger is None:
+        target.click()
+    else:
+        target.tap()
 
 
 # --- what the page shows ------------------------------------------------------------------------
@@ -283,7 +241,7 @@ def wait_for_digit(page, expected: str | int, timeout: float = ANSWER_SECONDS) -
 
 def wait_for_empty(page, timeout: float = ANSWER_SECONDS) -> None:
     """Wait until the answer panel says 'draw a digit' and has settled."""
-    empty = "() => Boolean(document.querySelector('#answer .empty'))"
+    empty = "() => Boolean(document.querySelector('#answer.empty'))"
     _wait_settled(page, empty, None, "'draw a digit'", timeout)
 
 
@@ -301,39 +259,18 @@ def _wait_settled(page, shown_js: str, arg, what: str, timeout: float) -> None:
         raise AssertionError(f"the page never settled on {what}; it shows {shown_digit(page)!r}") from error
 
 
-def clear(page, timeout: float = ANSWER_SECONDS) -> None:
-    """Press the app's Clear once; return when the answer says 'draw a digit' and the canvas is blank."""
-    page.get_by_role("button", name="Clear", exact=True).click()
-    _wait_blank(page, "Clear", timeout)
-
-
-# Whether a digit was shown after the answer last said 'draw a digit': an answer for an older drawing.
-WATCH_STALE_JS = """
-() => {
-  const answer = document.querySelector('#answer');
-  const watch = window.__staleWatch = {empty: false, stale: false};
-  new MutationObserver(() => {
-    if (answer.querySelector('.empty')) watch.empty = true;
-    else if (watch.empty && answer.querySelector('.digit')) watch.stale = true;
-  }).observe(answer, {subtree: true, childList: true, characterData: true});
-}
-"""
-
-
-def erase(page, timeout: float = ANSWER_SECONDS) -> None:
-    """Empty the canvas with the sketchpad's own 'Clear canvas' button (the bin in its toolbar)."""
-    page.locator("#sketch button[aria-label='Clear canvas']").click()
-    _wait_blank(page, "the sketchpad's Clear canvas", timeout)
-
-
-def _wait_blank(page, what: str, timeout: float) -> None:
+def clear(page, timeout: float = ANSWER_SECONDS, finger: Finger | None = None) -> None:
+    """Press the surface's Clear once; return when the answer says 'draw a digit' and the canvas is blank."""
+    press(page, "clear", finger)
     wait_for_empty(page, timeout)
-    # The answer may have been empty already; the canvas shows when the clearing has come through.
-    deadline = time.monotonic() + timeout
-    while (ink := canvas_ink(page)) > BLANK_INK:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} left {ink:.1%} of the canvas inked")
-        page.wait_for_timeout(100)
+    ink = canvas_ink(page)
+    if ink > BLANK_INK:
+        raise AssertionError(f"Clear left {ink:.1%} of the canvas inked")
+
+
+def stale_answer_seen(page) -> bool:
+    """Whether a digit was ever shown on a blank canvas since the page opened."""
+    return page.evaluate("() => window.__strokeWatch.stale")
 
 
 def image_pixels(page, selector: str) -> np.ndarray | None:
@@ -359,13 +296,13 @@ def fill_number(page, label, value) -> None:
     field.press("Enter")
 
 
-# Points a Vega line chart draws: the M/L commands of its SVG line paths (gr.LinePlot renders SVG).
-_POINTS_JS = """sel => [...document.querySelectorAll(`${sel} path[aria-roledescription="line mark"]`)]
-  .reduce((n, p) => n + ((p.getAttribute('d') || '').match(/[ML]/g) || []).length, 0)"""
+# Points the Train tab's SVG charts (ui/charts.py) draw: the sum of data-points of their series.
+_POINTS_JS = """sel => [...document.querySelectorAll(`${sel} polyline[data-points]`)]
+  .reduce((n, line) => n + Number(line.dataset.points), 0)"""
 
 
 def chart_points(page, selector: str) -> int:
-    """How many points the line chart under `selector` draws now."""
+    """How many points the chart under `selector` (#loss-chart, #accuracy-chart) draws now."""
     return page.evaluate(_POINTS_JS, selector)
 
 
@@ -375,7 +312,7 @@ def train_snapshot(page) -> dict:
         f"""() => {{
           const points = {_POINTS_JS};
           return {{progress: document.querySelector('#train-progress')?.innerText ?? '',
-                   loss: points('#loss-plot'), accuracy: points('#accuracy-plot')}};
+                   loss: points('#loss-chart'), accuracy: points('#accuracy-chart')}};
         }}"""
     )
 
@@ -388,9 +325,7 @@ LATENCY_DIGITS = (1, 7)  # their one-stroke styles: one release leads to one ans
 def stroke_latency(page, digit: int) -> float:
     """Draw one single-stroke digit on a clear canvas; ms from the pen's release to the answer shown."""
     if shown_digit(page) is not None or canvas_ink(page) > BLANK_INK:
-        # The sketchpad's own bin, not the app's Clear, whose script picks the brush again a moment later.
-        erase(page)
-    select_brush(page)
+        clear(page)
     [points] = on_page(page, digit_strokes(digit, 0), digit_box(digit))  # style 0: one stroke each
     page.evaluate("() => Object.assign(window.__strokeWatch, {up: null, shown: null})")
     stroke(page, points)
@@ -403,6 +338,45 @@ def stroke_latencies(page, repeats: int = 5, warmup: int = 1) -> list[float]:
     digits = [LATENCY_DIGITS[i % len(LATENCY_DIGITS)] for i in range(warmup + repeats)]
     figures = [stroke_latency(page, digit) for digit in digits]
     return figures[warmup:]
+
+
+# The reference for the cost of drawing: a bare page with a 2D canvas of the same size that draws each
+# pointer move as a round-brush line segment, the least any drawing page can do.
+REFERENCE_PAGE = (ROOT / "scripts" / "reference_canvas.html").read_text()
+NEXT_FRAME_JS = "() => new Promise(resolve => requestAnimationFrame(() => resolve()))"
+
+
+def pointer_move_ms(page, moves: int = 40) -> list[float]:
+    """ms per pointer move with the button down on #draw-canvas, until the next frame has been drawn."""
+    box = page.locator("#draw-canvas").bounding_box()
+    x0, y0, side = box["x"], box["y"], box["width"]
+    page.mouse.move(x0 + side * 0.2, y0 + side * 0.2)
+    page.mouse.down()
+    figures = []
+    for i in range(moves):  # a zigzag across the middle of the canvas, 12 px a move like a real pen
+        x = x0 + side * 0.2 + 12 * (i % 30)
+        y = y0 + side * (0.3 + 0.4 * ((i // 30) % 2)) + 6 * (i % 2)
+        started = time.perf_counter()
+        page.mouse.move(x, y)
+        page.evaluate(NEXT_FRAME_JS)
+        figures.append((time.perf_counter() - started) * 1000)
+    page.mouse.up()
+    return figures
+
+
+def measure_pointer_moves(browser, url: str, rounds: int = 3, moves: int = 40) -> dict[str, list[float]]:
+    """Pointer-move costs on the app's canvas and on REFERENCE_PAGE, interleaved, in one browser."""
+    figures = {"app": [], "reference": []}
+    for _ in range(rounds):
+        page = open_app(browser, url)
+        figures["app"] += pointer_move_ms(page, moves)
+        clear(page)
+        page.context.close()
+        page = browser.new_context(viewport=VIEWPORT).new_page()
+        page.set_content(REFERENCE_PAGE)
+        figures["reference"] += pointer_move_ms(page, moves)
+        page.context.close()
+    return figures
 
 
 def measure_stroke_latency(url: str, repeats: int = 10) -> list[float]:

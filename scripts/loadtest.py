@@ -13,33 +13,42 @@ through the API (all 60,000 images, 100 epochs: it outlasts the test) and waits 
 has ended, so that tracing and one-off allocations are behind it. Then the clients start: --warmup
 seconds not counted, then --duration seconds measured. At the end it stops the run (`stop` endpoint).
 
-A client is one visitor with the app open, drawing: it sends a digit, waits for the answer, pauses
---interval seconds (jittered 0.5-1.5x so that clients never march in step) and sends the next. The Draw
-tab behaves the same way: its one prediction event runs with trigger_mode="always_last", so a browser
-never has two predictions of its own in flight, and a new one goes out as a stroke ends. A digit takes
-one to three strokes of about half a second each, hence a default of 0.5 s: 50 such visitors offer up to
-100 predictions a second, far more than 50 people would on a real day. Each visitor keeps one Gradio
-session (session_hash), as a browser tab or a gradio_client Client does.
-
---route says what a prediction is:
-- draw (default): exactly what the Draw tab sends at the end of a stroke, one POST of the canvas as a
-  280 px PNG data URL to /gradio_api/run/classify_drawing (a queue=False event), answered in the same
-  HTTP response. The drawings are mnist_core.drawn's drawn-digit set: MNIST test digits traced and
-  redrawn with a round brush of varying width, then hand-made strokes, 400 in all.
-- photo: what the Photo tab and API scripts send: POST the PNG to /gradio_api/upload, POST
+A client is one visitor with the app open. --route says what a visitor does:
+- draw (default): draws digits on the Draw tab, sending exactly what the page (ui/draw.js) sends: at the
+  end of each stroke, one POST to /gradio_api/component_server calling the drawing surface's
+  `classify_strokes` server function with {"seq", "strokes"}: every stroke drawn so far, as [x, y] points
+  in pixels of the 560 px canvas (to 0.1 px, as the page rounds them). It skips Gradio's queue and is
+  answered in the same HTTP response with {"seq", "html"}, the answer panel's HTML. After a digit's last
+  stroke the visitor clears the canvas, which the page also sends (no strokes: the empty state, no
+  model), and draws the next. The digits are mnist_core.drawn's drawn-digit set as stroke points: MNIST
+  test digits traced to strokes (1 to 13 of them) and redrawn with varied size, slant and place, then
+  hand-made strokes, 520 in all. Each answer must carry the seq sent, a digit and ten probability bars
+  adding up to 100% (the empty state after a clear); the digit is checked against the truth after the
+  last stroke only (after the first stroke of a 4, a 1 is a fine answer).
+- photo: what API scripts send (the page's photo upload takes the same path, upload then queue, to
+  `predict_photo`): POST the PNG to /gradio_api/upload, POST
   /gradio_api/call/predict, read the server-sent events of /gradio_api/call/predict/<event_id> until
   `complete`; the latency covers all three. The images are MNIST test digits made to look like scans
-  (dark ink on light paper, 140 px), in 400 noisy variants.
-The images are rendered up front and sent in turn, so the server sees distinct inputs as it would from
+  (dark ink on light paper, 140 px), in 400 noisy variants. The answer is a gr.Label value.
+After each answer a visitor pauses --interval seconds (jittered 0.5-1.5x so that clients never march in
+step) and sends the next request: the time a person takes to draw the next stroke. A digit takes one to
+three strokes of about half a second each, hence a default of 0.5 s: 50 such visitors offer up to 100
+requests a second, far more than 50 people would on a real day. The page does not wait for an answer
+before sending the next stroke (it shows only the newest answer); a visitor here does, so a server slower
+than the pause sees somewhat less than a person would send: --interval is the knob for more. Each visitor
+keeps one Gradio session (session_hash), as a browser tab or a gradio_client Client does.
+The digits are prepared up front and sent in turn, so the server sees distinct inputs as it would from
 real visitors. The clients run on asyncio + httpx (a gradio dependency) in --processes worker processes,
 not on 50 gradio_client Clients, each of which would hold threads and its own SSE stream in one GIL-bound
 process. Each worker reports its CPU time and event-loop lag, so one can tell when the load generator,
 not the server, adds the delay.
 
-Errors: any exception, an HTTP error, an `error` event, a timeout, or an answer that is not ten
-probabilities of the digits 0-9 summing to 1. Memory: the server's VmRSS (/proc/<pid>/status) at the end
-of the warm-up and at the end of the run. Targets (the issue's): 0 errors, p95 <= 250 ms, memory flat
-(growth <= 50 MB over the measured run), with training running throughout and >= 90% of answers right.
+Errors: any exception, an HTTP error, an `error` event, a timeout, an answer in the error style, or an
+answer that is not ten probabilities of the digits 0-9 summing to 1. Latency: of the requests the model
+answers (strokes, photos); that of the clears is reported beside it. Memory: the server's VmRSS
+(/proc/<pid>/status) at the end of the warm-up and at the end of the run. Targets (the issue's): 0 errors,
+p95 <= 250 ms, memory flat (growth <= 50 MB over the measured run), with training running throughout and
+>= 90% of the digits read right.
 The server's CPU is also split by thread name (/proc/<pid>/task), to show who takes the cores.
 """
 
@@ -47,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import io
 import json
@@ -55,7 +63,7 @@ import multiprocessing
 import os
 import platform
 import random
-import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -69,12 +77,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appserver import AppServer, copy_shipped_model  # noqa: E402  (scripts/appserver.py)
 from benchmark import proc_status_bytes  # noqa: E402  (scripts/benchmark.py)
-from browser import copy_shipped_model, free_port, stop_process  # noqa: E402  (scripts/browser.py)
 
 from mnist_core import drawn  # noqa: E402
 from mnist_core.config import PRESETS  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
+from mnist_core.preprocess import CANVAS_SIDE  # noqa: E402
 
 API = "gradio_api"
 # The issue's targets.
@@ -88,9 +97,9 @@ REQUEST_TIMEOUT = 30.0
 SAMPLE_EVERY = 1.0  # seconds between samples of the server's memory and training status
 LAG_TICK = 0.01  # the event-loop lag probe sleeps this long and records how late it wakes
 SCAN_SIZE = 140
-DRAWING_SIDE = 280  # app.DRAWING_SIDE: the Draw tab sends its canvas as a PNG of this size
-DRAWING_PREFIX = "data:image/png;base64,"  # app.DRAWING_PREFIX
-VARIANTS = 400  # distinct image files sent in turn
+DRAWPAD = "drawpad"  # elem_id of the Draw tab's surface (ui/draw.py); its id is read from GET /config
+SERVER_FUNCTION = "classify_strokes"  # the surface's server function the page calls per stroke
+VARIANTS = 400  # distinct photos, or traced digits (the hand-made ones come on top), sent in turn
 DIGITS = 40  # MNIST test digits they are made from (the first 40: every class 2-6 times)
 
 
@@ -117,18 +126,17 @@ def scanned_digits(data_path: str | None, variants: int = VARIANTS, seed: int = 
     return pairs
 
 
-def drawn_digits(data_path: str | None, variants: int = VARIANTS, seed: int = 0) -> list[tuple[str, int]]:
-    """(PNG data URL, true digit) pairs: digits drawn with a round brush, as the Draw tab sends them.
+def drawn_strokes(data_path: str | None, variants: int = VARIANTS, seed: int = 0) -> list[tuple[list, int]]:
+    """(strokes, true digit) pairs: digits as the Draw tab's page sends them, [x, y] canvas pixels.
 
-    mnist_core.drawn's drawn-digit set (MNIST test digits traced and redrawn, then hand-made strokes),
-    rendered at the size the page sends, black ink on white.
+    mnist_core.drawn's drawn-digit set (`variants` MNIST test digits traced to strokes, then hand-made
+    strokes) on the 560 px canvas, points rounded to 0.1 px as ui/draw.js rounds them.
     """
     data = load_mnist(data_path)
     pairs = []
-    for sketch, item in drawn.iter_drawn(data, count=variants, canvas_size=DRAWING_SIDE, seed=seed):
-        buffer = io.BytesIO()
-        Image.fromarray(sketch["composite"]).save(buffer, format="PNG")
-        pairs.append((DRAWING_PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii"), item.label))
+    for item in drawn.drawn_items(data, count=variants, seed=seed):
+        strokes = drawn.item_strokes(item, data, CANVAS_SIDE)
+        pairs.append(([[[round(x, 1), round(y, 1)] for x, y in stroke] for stroke in strokes], item.label))
     return pairs
 
 
@@ -186,25 +194,43 @@ async def predict_async(http: httpx.AsyncClient, base: str, png: bytes, session:
     return (await call_async(http, base, "predict", [await upload_async(http, base, png)], session))[0]
 
 
-async def classify_drawing_async(
-    http: httpx.AsyncClient, base: str, data_url: str, session: str | None = None
+def drawpad_id(config: dict) -> int:
+    """The id of the Draw tab's surface in the page's GET /config: where its server function is called."""
+    for component in config.get("components", []):
+        props = component.get("props") or {}
+        if props.get("elem_id") == DRAWPAD and SERVER_FUNCTION in (props.get("server_fns") or []):
+            return component["id"]
+    raise RuntimeError(f"the page has no component #{DRAWPAD} with the server function {SERVER_FUNCTION}")
+
+
+async def drawpad_id_async(http: httpx.AsyncClient, base: str) -> int:
+    """drawpad_id of the running page's GET /config."""
+    response = await http.get(f"{base}config")
+    response.raise_for_status()
+    return drawpad_id(response.json())
+
+
+def stroke_body(component: int, seq: int, strokes: list, session: str) -> dict:
+    """The JSON the page POSTs to /component_server at the end of a stroke (Gradio's JS client's shape)."""
+    data = {"seq": seq, "strokes": strokes}
+    return {"data": data, "component_id": component, "fn_name": SERVER_FUNCTION, "session_hash": session}
+
+
+async def classify_strokes_async(
+    http: httpx.AsyncClient, base: str, component: int, seq: int, strokes: list, session: str
 ) -> dict:
-    """What the Draw tab sends at the end of a stroke: one POST to /run/classify_drawing (queue=False).
-
-    Its outputs are the model's view, the probabilities, the answer and the source; the second is the
-    gr.Label value. An error comes back as an HTTP error, with Gradio's error payload.
-    """
-    body = {"data": [data_url]} if session is None else {"data": [data_url], "session_hash": session}
-    response = await http.post(f"{base}{API}/run/classify_drawing", json=body)
+    """What the Draw tab sends at the end of a stroke: {seq, html}, answered in the same HTTP response."""
+    body = stroke_body(component, seq, strokes, session)
+    response = await http.post(f"{base}{API}/component_server", json=body)
     if response.is_error:
-        raise ApiError(f"classify_drawing: HTTP {response.status_code}: {response.text[:200]}")
-    return response.json()["data"][1]
+        raise ApiError(f"{SERVER_FUNCTION}: HTTP {response.status_code}: {response.text[:200]}")
+    return response.json()
 
 
-# How a visitor asks for one prediction, by --route: what the Draw tab sends (a PNG data URL) or what the
-# Photo tab and API scripts send (an uploaded PNG file).
-ROUTES = {"draw": classify_drawing_async, "photo": predict_async}
-ROUTE_NAMES = {"draw": "drawings (/run/classify_drawing)", "photo": "photos (upload, /call/predict)"}
+ROUTE_NAMES = {
+    "draw": "strokes (component_server)",
+    "photo": "photos (upload, /call/predict)",
+}
 
 
 def call(base: str, api_name: str, data: list | None = None) -> list:
@@ -236,25 +262,93 @@ def check_answer(answer) -> tuple[str | None, str | None]:
     return None, answer.get("label")
 
 
+_ERROR = re.compile(r'class="[^"]*\berror\b[^"]*"')
+_DIGIT = re.compile(r'<div class="digit">(\d)</div>')
+_BAR = re.compile(r'<span class="d">(\d)</span><span class="bar"><span style="width:([\d.]+)%')
+_TEXT = re.compile(r"<[^>]+>")
+
+
+def check_drawing(answer, seq: int, drawn: bool) -> tuple[str | None, str | None]:
+    """(error, digit shown) of a classify_strokes answer, read from its HTML as the page shows it.
+
+    It must answer the drawing sent (its seq), show no error and, where something is `drawn`, a digit whose
+    bar is the longest of ten adding up to 100%; where nothing is, the empty state.
+    """
+    if not isinstance(answer, dict) or not isinstance(answer.get("html"), str):
+        return f"not a drawing's answer: {str(answer)[:120]}", None
+    page = answer["html"]
+    if _ERROR.search(page):
+        return f"error shown: {' '.join(_TEXT.sub(' ', page).split())[:200]}", None
+    if answer.get("seq") != seq:
+        return f"answer for drawing {answer.get('seq')!r}, sent {seq}", None
+    digit = _DIGIT.search(page)
+    if not drawn:
+        empty = digit is None and 'id="answer"' in page
+        return (None, None) if empty else (f"not the empty state: {page[:120]}", None)
+    if digit is None:
+        return f"no digit shown: {page[:120]}", None
+    bars = {d: float(width) for d, width in _BAR.findall(page)}
+    if sorted(bars) != [str(d) for d in range(10)]:
+        return f"expected a bar for each of the ten digits, got {sorted(bars)}", None
+    if abs(sum(bars.values()) - 100) > 1 or bars[digit[1]] < max(bars.values()) - 0.1:
+        return f"the bars ({bars}) do not add up to 100% with {digit[1]} the longest", None
+    return None, digit[1]
+
+
 # --- the clients --------------------------------------------------------------------------------
 
 
-async def visitor(http, base, route, images, first, interval, rng, end, records, session) -> None:
-    """One visitor: send, wait for the answer, pause, until `end` (time.time())."""
+def steps(route: str, item) -> list[tuple[object, int | None, str]]:
+    """The requests a visitor sends for one digit: (payload, digit to check or None, kind).
+
+    draw: one per stroke, each with all the strokes so far (as the page sends them), the digit checked
+    after the last; then the Clear before the next digit, which the page sends too. photo: one upload.
+    """
+    payload, truth = item
+    if route == "photo":
+        return [(payload, truth, "photo")]
+    last = len(payload) - 1
+    return [(payload[: k + 1], truth if k == last else None, "stroke") for k in range(last + 1)] + [
+        ([], None, "clear")
+    ]
+
+
+def new_session(rng: random.Random) -> str:
+    """A session_hash, as a page or gradio_client makes one up for itself."""
+    return f"loadtest-{rng.getrandbits(48):012x}"
+
+
+async def ask(http, base, route, component, payload, seq, session) -> tuple[str | None, str | None]:
+    """One request of a visitor: (error, digit shown)."""
+    if route == "photo":
+        return check_answer(await predict_async(http, base, payload, session))
+    answer = await classify_strokes_async(http, base, component, seq, payload, session)
+    return check_drawing(answer, seq, drawn=bool(payload))
+
+
+async def visitor(http, base, route, component, items, first, interval, rng, end, records, session) -> None:
+    """One visitor, digit after digit: send, wait for the answer, pause, until `end` (time.time())."""
     await asyncio.sleep(rng.uniform(0, interval))  # arrivals spread over the first interval
-    turn = first
-    session = f"loadtest-{rng.getrandbits(48):012x}" if session == "visitor" else None
+    turn, seq = first, 0  # seq: the page numbers its drawings, and checks the answer's number
+    own = new_session(rng) if session == "visitor" else None
     while time.time() < end:
-        png, truth = images[turn % len(images)]
+        item = items[turn % len(items)]
         turn += 1
-        sent = time.time()
-        started = time.perf_counter()
-        try:
-            error, label = check_answer(await ROUTES[route](http, base, png, session))
-        except Exception as failure:
-            error, label = f"{type(failure).__name__}: {failure}"[:300], None
-        records.append((sent, time.perf_counter() - started, error, label == str(truth)))
-        await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
+        for payload, truth, kind in steps(route, item):
+            if time.time() >= end:
+                break
+            seq += 1
+            # Per request: the photo route sends none (Gradio makes one); the server function needs one.
+            fresh = own or (new_session(rng) if route == "draw" else None)
+            sent = time.time()
+            started = time.perf_counter()
+            try:
+                error, shown = await ask(http, base, route, component, payload, seq, fresh)
+            except Exception as failure:
+                error, shown = f"{type(failure).__name__}: {failure}"[:300], None
+            right = None if truth is None or error else shown == str(truth)
+            records.append((sent, time.perf_counter() - started, error, right, kind))
+            await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
 
 
 async def lag_probe(start: float, end: float, lags: list[float]) -> None:
@@ -266,7 +360,9 @@ async def lag_probe(start: float, end: float, lags: list[float]) -> None:
             lags.append(time.perf_counter() - asyncio_started - LAG_TICK)
 
 
-async def _run_clients(base, route, images, clients, interval, session, seed, begin, start, end) -> dict:
+async def _run_clients(
+    base, route, component, items, clients, interval, session, seed, begin, start, end
+) -> dict:
     rng = random.Random(seed)
     records: list[tuple] = []
     lags: list[float] = []
@@ -278,8 +374,9 @@ async def _run_clients(base, route, images, clients, interval, session, seed, be
                 http,
                 base,
                 route,
-                images,
-                rng.randrange(len(images)),
+                component,
+                items,
+                rng.randrange(len(items)),
                 interval,
                 random.Random(rng.random()),
                 end,
@@ -316,29 +413,10 @@ def running_app(data_path: str | None, app_dir: Path, env: dict | None = None) -
     """`python app.py` in app_dir on a free port, with a copy of the shipped model: (url, pid)."""
     with tempfile.TemporaryDirectory(prefix="loadtest-") as folder:
         models = copy_shipped_model(Path(folder, "models"))
-        port = free_port()
-        command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--models-dir", str(models)] + (["--data", data_path] if data_path else [])
         # Gradio's uploads go to a folder of ours, so the run can say how much they add on disk.
-        environment = {**os.environ, "GRADIO_TEMP_DIR": str(Path(folder, "gradio")), **(env or {})}
-        with open(Path(folder, "app.log"), "w+") as log:
-            app = subprocess.Popen(
-                command, cwd=app_dir, env=environment, stdout=log, stderr=subprocess.STDOUT
-            )
-            try:
-                url = f"http://127.0.0.1:{port}/"
-                started = time.monotonic()
-                while "MNIST Studio is running on" not in Path(log.name).read_text():
-                    if app.poll() is not None or time.monotonic() - started > START_SECONDS:
-                        raise RuntimeError(f"app.py did not start (exit {app.poll()}):\n{_tail(log.name)}")
-                    time.sleep(0.2)
-                yield url, app.pid
-            finally:
-                stop_process(app)
-
-
-def _tail(path: str, chars: int = 3000) -> str:
-    return Path(path).read_text(errors="replace")[-chars:]
+        environment = {"GRADIO_TEMP_DIR": str(Path(folder, "gradio")), **(env or {})}
+        with AppServer(models, data_path, env=environment, app_dir=app_dir) as app:
+            yield app.url, app.pid
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -376,18 +454,28 @@ def folder_size(path: Path | None) -> tuple[int, int] | None:
     return files, size
 
 
-def wait_until_ready(base: str, route: str, image) -> float:
-    """Seconds until a prediction answers (the model loads in the background)."""
+def wait_until_ready(base: str, route: str, item) -> tuple[float, int | None]:
+    """(seconds until a prediction of `item` answers, the drawing surface's id for the draw route).
+
+    The model loads in the background: until then the page's answer says so in the error style, and
+    /predict answers with an error event.
+    """
     started = time.monotonic()
+    rng = random.Random(0)
 
     async def once():
         async with _http(base, 2) as http:
-            return await ROUTES[route](http, base, image)
+            component = await drawpad_id_async(http, base) if route == "draw" else None
+            # The whole digit at once: all its strokes, or the photo.
+            error, _ = await ask(http, base, route, component, item[0], 1, new_session(rng))
+            if error:
+                raise ApiError(error)
+            return component
 
     while True:
         try:
-            asyncio.run(once())
-            return time.monotonic() - started
+            component = asyncio.run(once())
+            return time.monotonic() - started, component
         except (ApiError, httpx.HTTPError) as error:
             if time.monotonic() - started > START_SECONDS:
                 raise RuntimeError(f"the app never answered a prediction: {error}") from error
@@ -430,7 +518,7 @@ def stop_training(base: str) -> dict:
 # --- one run ------------------------------------------------------------------------------------
 
 
-def measure(base: str, pid: int | None, images, args, uploads: Path | None = None) -> dict:
+def measure(base: str, pid: int | None, component, items, args, uploads: Path | None = None) -> dict:
     """Warm-up, then the measured window; the report."""
     begin = time.time() + 2.0  # worker processes start meanwhile
     start = begin + args.warmup
@@ -439,7 +527,8 @@ def measure(base: str, pid: int | None, images, args, uploads: Path | None = Non
         args.clients // args.processes + (i < args.clients % args.processes) for i in range(args.processes)
     ]
     jobs = [
-        (base, args.route, images, share, args.interval, args.session, args.seed + index, begin, start, end)
+        (base, args.route, component, items, share, args.interval, args.session, args.seed + index)
+        + (begin, start, end)
         for index, share in enumerate(shares)
         if share
     ]
@@ -484,9 +573,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 def report(results: list[dict], samples: list[dict], marks: dict, start: float, end: float, args) -> dict:
     records = [r for result in results for r in result["records"] if start <= r[0] < end]
     warm = sum(1 for result in results for r in result["records"] if r[0] < start)
-    latencies = [1000 * r[1] for r in records]
+    # The model's answers (strokes, photos); clears answer without it, in a fraction of the time.
+    latencies = [1000 * r[1] for r in records if r[4] != "clear"]
+    clears = [1000 * r[1] for r in records if r[4] == "clear"]
     errors = [r[2] for r in records if r[2]]
-    answered = [r for r in records if not r[2]]
+    checked = [r[3] for r in records if r[3] is not None]  # digits whose truth is checked, answered
+    kinds = {r[4] for r in records}
     lags = [1000 * lag for result in results for lag in result["lags"]]
     duration = end - start
     window = [s for s in samples if 0 <= s["t"] <= duration + 0.5]
@@ -505,7 +597,7 @@ def report(results: list[dict], samples: list[dict], marks: dict, start: float, 
         (files0, bytes0), (files1, bytes1) = marks["start"]["disk"], marks["end"]["disk"]
         disk = {"files_added": files1 - files0, "mb_added": (bytes1 - bytes0) / 1e6, "files_total": files1}
     p95 = _percentile(latencies, 95)
-    right = sum(r[3] for r in answered) / len(answered) if answered else 0.0
+    right = sum(checked) / len(checked) if checked else 0.0
     targets = {
         "errors": {"value": len(errors), "target": f"= {TARGET_ERRORS}", "met": len(errors) == TARGET_ERRORS},
         "p95_ms": {
@@ -531,12 +623,14 @@ def report(results: list[dict], samples: list[dict], marks: dict, start: float, 
         "duration_s": duration,
         "warmup_s": args.warmup,
         "requests": len(records),
+        "requests_by_kind": {kind: [r[4] for r in records].count(kind) for kind in sorted(kinds)},
         "warmup_requests": warm,
         "requests_per_second": len(records) / duration,
         "offered_per_second": args.clients / args.interval,  # with instant answers; the ceiling
         "errors": len(errors),
         "error_examples": sorted(set(errors))[:5],
         "answers_right": right,
+        "answers_checked": len(checked),
         "latency_ms": {
             "p50": _percentile(latencies, 50),
             "p95": p95,
@@ -544,6 +638,7 @@ def report(results: list[dict], samples: list[dict], marks: dict, start: float, 
             "max": max(latencies, default=None),
             "mean": float(np.mean(latencies)) if latencies else None,
         },
+        "clear_latency_ms": {"p50": _percentile(clears, 50), "p95": _percentile(clears, 95)},
         "memory": {
             "rss_before_mb": None if before is None else before / 1e6,
             "rss_after_mb": None if after is None else after / 1e6,
@@ -588,21 +683,30 @@ def print_report(result: dict) -> None:
     targets = result["targets"]
     met = {True: "yes", False: "NO", None: "n/a"}
     lag = cpu["client_loop_lag_ms"]
+    kinds = result["requests_by_kind"]
+    requests = f"{result['requests']}"
+    if "clear" in kinds:
+        requests += f" ({kinds.get('stroke', 0)} strokes, {kinds['clear']} clears)"
+    clears, has_clears = result["clear_latency_ms"], "clear" in kinds
     rows = [
         ("route", ROUTE_NAMES[result["route"]], "", None),
         ("clients (processes)", f"{result['clients']} ({result['processes']})", "", None),
         ("pause between a client's requests", f"{result['interval_s']:g} s x 0.5-1.5", "", None),
         ("measured / warm-up", f"{result['duration_s']:g} s / {result['warmup_s']:g} s", "", None),
-        ("requests", f"{result['requests']}", "", None),
+        ("requests", requests, "", None),
         ("requests per second", f"{result['requests_per_second']:.1f}", "", None),
         ("  offered at most (clients / pause)", f"{result['offered_per_second']:.1f}", "", None),
         ("errors", f"{result['errors']}", targets["errors"]["target"], targets["errors"]["met"]),
         ("latency p50", _ms(latency["p50"]), "", None),
         ("latency p95", _ms(latency["p95"]), targets["p95_ms"]["target"] + " ms", targets["p95_ms"]["met"]),
         ("latency p99 / max", f"{_ms(latency['p99'])} / {_ms(latency['max'])}", "", None),
+        *(
+            [("  clears (no model) p50 / p95", f"{_ms(clears['p50'])} / {_ms(clears['p95'])}", "", None)]
+            * has_clears
+        ),
         (
             "answers right",
-            f"{result['answers_right']:.1%}",
+            f"{result['answers_right']:.1%} of {result['answers_checked']}",
             targets["answers_right"]["target"],
             targets["answers_right"]["met"],
         ),
@@ -674,10 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=60_000, help="training images (default all)")
     parser.add_argument(
         "--route",
-        choices=sorted(ROUTES),
+        choices=sorted(ROUTE_NAMES),
         default="draw",
-        help="what each visitor sends: a drawing, as the Draw tab does (default), or an uploaded photo, "
-        "as the Photo tab and API scripts do",
+        help="what each visitor sends: a digit's strokes, one request per stroke, as the Draw tab does "
+        "(default), or an uploaded photo through the queue, as API scripts do",
     )
     parser.add_argument(
         "--session",
@@ -705,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --processes need >= 1, --duration > 0, --interval and --warmup >= 0")
     args.processes = min(args.processes, args.clients)
     data_path = args.data or os.environ.get("MNIST_DATA")
-    images = drawn_digits(data_path) if args.route == "draw" else scanned_digits(data_path)
+    items = drawn_strokes(data_path) if args.route == "draw" else scanned_digits(data_path)
     with contextlib.ExitStack() as stack:
         if args.url:
             base, pid, uploads = args.url.rstrip("/") + "/", args.pid, None
@@ -717,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 found = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"GRADIO_TEMP_DIR=")]
                 uploads = Path(found[0].decode()) if found else None
-        ready = wait_until_ready(base, args.route, images[0][0])
+        ready, component = wait_until_ready(base, args.route, items[0])
         print(f"app: {base} (pid {pid}); model ready after {ready:.1f} s")
         rss_idle = rss_bytes(pid)
         training = None
@@ -725,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
             training = start_training(base, args)
             print(f"training: {args.arch} on {args.train_size} images, in epoch {training['epoch']}")
         try:
-            result = measure(base, pid, images, args, uploads)
+            result = measure(base, pid, component, items, args, uploads)
         finally:
             final = stop_training(base) if training else None
     if args.no_training:

@@ -3,16 +3,13 @@
 import base64
 import io
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import scan
@@ -20,50 +17,49 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from mnist_core.drawn import digit_strokes, place_strokes
+from mnist_core.preprocess import CANVAS_SIDE
+from scripts.appserver import START_SECONDS, AppServer, copy_shipped_model
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "default.keras"
-START_SECONDS = 120  # gradio import plus a busy 2-core machine
-EMPTY_SKETCH = {"background": None, "layers": [], "composite": None}
+EMPTY_DRAWING = {"seq": 0, "strokes": []}  # the Draw tab's surface with nothing drawn, as the page sends it
 
 # Every test here talks to a live server; several also train for real.
 pytestmark = pytest.mark.slow
 
 
-class App:
-    """A running `python app.py`: its client, its models folder and what it printed."""
+class App(AppServer):
+    """A running `python app.py` (scripts/appserver.py) with its gradio_client and what it printed."""
 
     def __init__(self, args: list[str], models_dir: Path, env: dict | None = None, auth=None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.models_dir = models_dir
+        super().__init__(models_dir, args=args, env=env)
         self.auth = auth
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--models-dir", str(models_dir), *args]
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        # Drain both pipes so the server never blocks on a full one.
-        for pipe, lines in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
-            threading.Thread(target=lambda p=pipe, out=lines: out.extend(p), daemon=True).start()
-        deadline = time.monotonic() + START_SECONDS
-        while not any("MNIST Studio is running on" in line for line in self.stdout):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                pytest.fail(f"app did not start:\n{''.join(self.stdout)}\n{''.join(self.stderr)[-3000:]}")
-            time.sleep(0.2)
-        self.url = f"http://127.0.0.1:{port}/"
+        self.drawpad: int | None = None  # the drawing surface's component id, once looked up
+        try:
+            self.start(START_SECONDS)
+        except RuntimeError as error:
+            pytest.fail(str(error))
         self.client = Client(self.url, auth=auth, verbose=False)
 
     def call(self, *args, api_name: str):
         return self.client.predict(*args, api_name=api_name)
+
+    def http(self) -> httpx.Client:
+        """A plain HTTP client, logged in when the app asks for a login, as the page's own requests are."""
+        http = httpx.Client(base_url=self.url, timeout=60)
+        if self.auth:
+            login = dict(zip(("username", "password"), self.auth, strict=True))
+            http.post("/login", data=login).raise_for_status()
+        return http
+
+    def server_fn(self, data, fn_name: str = "classify_strokes", http: httpx.Client | None = None, **fields):
+        """The page's per-stroke message: `data` POSTed to a server function of the drawing surface."""
+        http = http or self.http()
+        if self.drawpad is None:
+            self.drawpad = drawpad_id(http)
+        body = {"data": data, "component_id": self.drawpad, "fn_name": fn_name, "session_hash": "visitor"}
+        return http.post("/gradio_api/component_server", json={**body, **fields})
 
     def status(self) -> dict:
         return self.call(api_name="/training_status")
@@ -79,21 +75,14 @@ class App:
         pytest.fail(f"training status never satisfied the condition; last: {status}")
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        self.stop()
 
 
 def _models_dir(tmp_path: Path) -> Path:
-    if not SHIPPED.is_file():
-        pytest.fail(f"{SHIPPED} is missing: train it with python scripts/train.py --arch cnn --out {SHIPPED}")
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for suffix in (".keras", ".json"):
-        shutil.copy(SHIPPED.with_suffix(suffix), folder)
-    return folder
+    try:
+        return copy_shipped_model(tmp_path / "models")
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +113,40 @@ def _label(output) -> str:
     return output["label"]
 
 
+def drawn(digit: int, style: int = 0) -> list:
+    """A real stroke sequence of `digit`, in the Draw tab's canvas pixels (560 px), as the page sends it."""
+    return json.loads(json.dumps(place_strokes(digit_strokes(digit, style), CANVAS_SIDE)))
+
+
+def drawpad_id(http: httpx.Client) -> int:
+    """The id of the Draw tab's drawing surface (elem_id "drawpad") in the page's config."""
+    components = http.get("/config").json()["components"]
+    return next(c["id"] for c in components if c.get("props", {}).get("elem_id") == "drawpad")
+
+
+def model_view(answer: str) -> np.ndarray:
+    """The 28 x 28 image the model saw, decoded from the inline PNG of an answer's HTML."""
+    found = re.search(r'<figure id="model-view"[^>]*><img src="data:image/png;base64,([\w+/=]+)"', answer)
+    assert found and "What the model sees (28 × 28)" in answer, answer[:300]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(found[1]))))
+
+
+def chart_series(curves: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """{chart id: {series: (points, markers)}} of the Train tab's SVG curves."""
+    charts = {}
+    for chart, body in re.findall(r'<svg class="chart" id="([^"]+)"(.*?)</svg>', curves, re.S):
+        lines = re.findall(r'<polyline class="series" data-series="([^"]+)" data-points="(\d+)"', body)
+        markers = re.findall(r'<circle class="marker"[^>]*><title>([^<]+): epoch', body)
+        charts[chart] = {name: (int(points), markers.count(name)) for name, points in lines}
+    return charts
+
+
 def test_building_the_page_does_not_load_tensorflow():
     # TensorFlow loads in a background thread after launch, so the page answers within seconds.
-    probe = "import sys, app; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    probe = (
+        "import sys, app; from mnist_core.studio import Studio; from ui.page import build_demo; "
+        "build_demo(Studio('models')); print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -139,39 +159,56 @@ def test_predict_reads_photos_of_real_test_digits(app, mnist, tmp_path):
         path = scan(mnist.x_test[i], tmp_path / f"digit{i}.png")
         right += _label(app.call(handle_file(str(path)), api_name="/predict")) == str(mnist.y_test[i])
     assert right >= 9
+    # The same photo uploaded in the Draw tab: its answer fills the answer panel, the drawing is kept.
+    seven = scan(mnist.x_test[0], tmp_path / "seven.png")
+    value = app.call(handle_file(str(seven)), {"seq": 4, "strokes": drawn(1)}, api_name="/predict_photo")
+    assert value["source"] == "photo" and value["seq"] == 4 and value["strokes"] == drawn(1)
+    assert '<div class="digit">7</div>' in value["html"] and model_view(value["html"]).shape == (28, 28)
 
 
-def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(app, mnist, tmp_path):
-    # A real "2" as the strokes layer of an 560 x 560 sketch, the way gr.Sketchpad sends it.
-    ink = np.asarray(Image.fromarray(mnist.x_test[1]).resize((400, 400), Image.Resampling.BILINEAR))
-    layer = np.zeros((560, 560, 4), np.uint8)
-    layer[80:480, 80:480, 3] = ink
-    composite = np.full((560, 560, 4), 255, np.uint8)
-    composite[80:480, 80:480, :3] = 255 - ink[..., None]
-    files = {}
-    for name, array in (("layer", layer), ("composite", composite), ("background", np.full_like(layer, 255))):
-        Image.fromarray(array, "RGBA").save(tmp_path / f"{name}.png")
-        files[name] = handle_file(str(tmp_path / f"{name}.png"))
-    sketch = {"background": files["background"], "layers": [files["layer"]], "composite": files["composite"]}
-    seen, probabilities, answer = app.call(sketch, api_name="/predict_sketch")
+def test_a_drawn_digit_is_classified_and_shown_as_the_model_sees_it(app):
+    # Real stroke sequences, in the order and direction a person draws them, on the 560 px canvas.
+    right = sum(_label(app.call(drawn(d), api_name="/predict_strokes")) == str(d) for d in range(10))
+    assert right >= 9
+    two = drawn(2)
+    probabilities = app.call(two, api_name="/predict_strokes")
     assert _label(probabilities) == "2"
     assert len(probabilities["confidences"]) == 10
+    assert sum(c["confidence"] for c in probabilities["confidences"]) == pytest.approx(1, abs=1e-3)
+
+    # The answer panel: the answer, and the 28 x 28 image itself as an inline PNG, enlarged by CSS.
+    value = app.call(None, {"seq": 5, "strokes": two}, api_name="/predict_photo")
+    assert value["seq"] == 5 and value["source"] == "sketch" and value["strokes"] == two
+    answer = value["html"]
     assert '<div class="digit">2</div>' in answer
-    # The preview is HTML: the 28 x 28 image itself as an inline PNG, enlarged in whole pixels by CSS.
-    found = re.search(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', seen)
-    assert found and "What the model sees (28 × 28)" in seen, seen[:300]
-    view = np.asarray(Image.open(io.BytesIO(base64.b64decode(found[1]))))
+    view = model_view(answer)
     assert view.shape == (28, 28) and view.dtype == np.uint8
     assert view[:3].max() == 0 and view.max() == 255  # white digit on black, centred like MNIST
     rows = np.flatnonzero(view.max(1) > 127)
     assert 14 <= rows[-1] - rows[0] + 1 <= 22  # scaled into MNIST's 20 x 20 box
 
+    # The page's own path: one small POST to the surface's server function, answered with its number.
+    response = app.server_fn({"seq": 6, "strokes": two})
+    assert response.status_code == 200, response.text[:300]
+    page = response.json()
+    assert page["seq"] == 6 and '<div class="digit">2</div>' in page["html"]
+    assert np.array_equal(model_view(page["html"]), view)  # the page sees what the API sees
+    # Stroke by stroke, as the page sends them: the first stroke of a 4, then both.
+    four = drawn(4)
+    assert len(four) == 2
+    answers = [app.server_fn({"seq": n, "strokes": four[:n]}).json() for n in (1, 2)]
+    assert [a["seq"] for a in answers] == [1, 2] and '<div class="digit">4</div>' in answers[1]["html"]
+
 
 def test_an_empty_canvas_asks_for_a_digit(app):
-    seen, probabilities, answer = app.call(EMPTY_SKETCH, api_name="/predict_sketch")
-    assert seen is None
+    probabilities = app.call([], api_name="/predict_strokes")
     assert not probabilities or probabilities.get("label") is None
-    assert "Draw a digit" in answer
+    for drawing in (None, EMPTY_DRAWING, {"seq": 3, "strokes": []}):
+        value = app.call(None, drawing, api_name="/predict_photo")
+        assert value["strokes"] == [] and value["seq"] == (drawing or {"seq": 0})["seq"]
+        assert "Draw a digit" in value["html"] and "model-view" not in value["html"]
+    page = app.server_fn({"seq": 7, "strokes": []}).json()
+    assert page["seq"] == 7 and "Draw a digit" in page["html"] and "model-view" not in page["html"]
 
 
 def _gallery_digits(gallery) -> list[tuple[np.ndarray, str]]:
@@ -248,12 +285,19 @@ def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(ap
     labels = {name: label for label, name in picker["choices"]}
     assert f"{status['test_accuracy']:.2%} test accuracy" in labels[status["model"]]
     assert "default" in labels
-    loss_chart = poll[4]["value"]  # a gr.LinePlot update with its colour map
-    assert {row[2] for row in loss_chart["data"]} == {"train", "validation"}
+    charts = chart_series(poll[4])  # inline SVG: a line per series, a dot per point when few
+    assert set(charts) == {"loss-chart", "accuracy-chart"}
+    for chart in charts.values():
+        assert set(chart) == {"train", "validation"}, charts
+        assert chart["validation"] == (3, 3)  # one point (and dot) per epoch
+        assert chart["train"][0] >= 3
 
-    # The picker can go back to the shipped model.
-    answer = app.call("default", EMPTY_SKETCH, None, api_name="/select_model")
-    assert answer[0].startswith("Active model: default")
+    # The picker can go back to the shipped model, which reads the drawing on the canvas again.
+    status_line, value = app.call("default", {"seq": 2, "strokes": drawn(7)}, None, api_name="/select_model")
+    assert status_line.startswith("Active model: default")
+    assert value["seq"] == 2 and '<div class="digit">7</div>' in value["html"]
+    status_line, value = app.call("default", EMPTY_DRAWING, None, api_name="/select_model")
+    assert status_line.startswith("Active model: default") and "Draw a digit" in value["html"]
 
 
 def test_a_second_run_is_refused_and_stop_stops_the_first(app, tmp_path, mnist):
@@ -264,7 +308,7 @@ def test_a_second_run_is_refused_and_stop_stops_the_first(app, tmp_path, mnist):
     # Another visitor (a reloaded page is one) finds the run in progress and its curves so far.
     visitor = Client(app.url, verbose=False).predict(False, api_name="/poll")
     assert f"Run {running['run']}" in visitor[3] and "samples/s" in visitor[3]
-    assert {row[2] for row in visitor[4]["value"]["data"]} >= {"train"}
+    assert chart_series(visitor[4])["loss-chart"]["train"][0] >= 1
     # Predictions do not wait behind the training job.
     path = scan(mnist.x_test[0], tmp_path / "seven.png")
     asked = time.monotonic()
@@ -310,5 +354,7 @@ def test_without_data_draw_works_and_dataset_and_train_explain(offline_app):
         assert "MNIST_DATA" in str(raised.value)
     poll = offline_app.call(False, api_name="/poll")
     assert "MNIST is needed to train" in poll[2] and "MNIST_DATA" in poll[2]
-    _, _, answer = offline_app.call(EMPTY_SKETCH, api_name="/predict_sketch")
-    assert "Draw a digit" in answer
+    assert "Draw a digit" in offline_app.call(None, None, api_name="/predict_photo")["html"]
+    assert _label(offline_app.call(drawn(7), api_name="/predict_strokes")) == "7"
+    page = offline_app.server_fn({"seq": 1, "strokes": drawn(7)}).json()
+    assert '<div class="digit">7</div>' in page["html"]

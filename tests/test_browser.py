@@ -16,8 +16,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from scripts.browser import (
     BLANK_INK,
-    BRUSH,
-    WATCH_STALE_JS,
+    LOCALES,
+    Finger,
     canvas_ink,
     chart_points,
     clear,
@@ -28,8 +28,10 @@ from scripts.browser import (
     launch_chromium,
     open_app,
     open_tab,
+    press,
     serve_app,
     shown_digit,
+    stale_answer_seen,
     stroke_latencies,
     summary,
     train_snapshot,
@@ -94,7 +96,7 @@ def check_preview(page) -> np.ndarray:
 def check_empty(page) -> None:
     """The state of a fresh page: 'draw a digit', no preview, nothing on the canvas."""
     wait_for_empty(page)
-    expect(page.locator("#answer .empty")).to_contain_text("Draw a digit")
+    expect(page.locator("#answer.empty")).to_contain_text("Draw a digit")
     expect(page.locator("#model-view img")).to_have_count(0)
     assert canvas_ink(page) < BLANK_INK
 
@@ -102,45 +104,107 @@ def check_empty(page) -> None:
 # --- Draw ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("digit", [1, 0, 7])
-def test_a_digit_drawn_with_the_mouse_is_read_and_shown_as_the_model_sees_it(page, digit):
-    expect(page.locator(BRUSH)).to_have_class(re.compile(r"\bhighlight\b"), timeout=30_000)  # ready to draw
+@pytest.fixture(params=LOCALES)
+def locale(request):
+    return request.param
+
+
+@pytest.fixture(params=["mouse", "touch"])
+def visitor(browser, app_url, locale, request):
+    """A fresh visitor on the Draw tab, in one of the four locales, with a mouse or a finger."""
+    touch = request.param == "touch"
+    page = open_app(browser, app_url, locale=locale, touch=touch)
+    finger = Finger(page) if touch else None
+    yield page, finger
+    shot(page, f"draw-{locale}-{request.param}")
+    page.context.close()
+
+
+def test_draw_undo_redo_clear_leave_the_right_answer_in_every_locale(visitor, locale):
+    page, finger = visitor
+    assert page.evaluate("() => navigator.language") == locale
+    check_empty(page)  # ready to draw the moment the page shows: no tool to pick
+    draw_digit(page, 1, finger=finger)  # a 1 with a flag and a base
+    assert canvas_ink(page) > 0.01, "the strokes left no ink on the canvas"
+    wait_for_digit(page, 1)
+    check_preview(page)
+    press(page, "undo", finger)  # the base goes: still a 1
+    press(page, "undo", finger)  # the stem goes too: only the flag is left
+    press(page, "redo", finger)  # the stem is back
+    wait_for_digit(page, 1)
+    press(page, "undo", finger)
+    press(page, "undo", finger)
+    press(page, "undo", finger)  # nothing left on the canvas
     check_empty(page)
+    press(page, "redo", finger)
+    press(page, "redo", finger)
+    wait_for_digit(page, 1)
+    clear(page, finger=finger)
+    check_empty(page)
+    draw_digit(page, 7, finger=finger)  # ready for the next digit after Clear
+    wait_for_digit(page, 7)
+    assert not stale_answer_seen(page)
+
+
+def test_a_finger_draws_instead_of_scrolling_the_page(browser, app_url):
+    page = open_app(browser, app_url, touch=True, viewport={"width": 390, "height": 844})  # a phone
+    try:
+        canvas = page.locator("#draw-canvas")
+        assert canvas.evaluate("e => getComputedStyle(e).touchAction") == "none"
+        box = canvas.bounding_box()
+        assert box["width"] <= 390, "the canvas does not fit a phone's screen"
+        scroll = page.evaluate("() => window.scrollY")
+        draw_digit(page, 7, finger=Finger(page))
+        wait_for_digit(page, 7)
+        assert page.evaluate("() => window.scrollY") == scroll, "the stroke scrolled the page"
+        check_preview(page)
+    finally:
+        shot(page, "draw-phone-touch")
+        page.context.close()
+
+
+@pytest.mark.parametrize("digit", [0, 4])
+def test_more_digits_drawn_with_the_mouse_are_read(page, digit):
     draw_digit(page, digit)
-    assert canvas_ink(page) > 0.02, "the strokes left no ink on the canvas"
     wait_for_digit(page, digit)
     check_preview(page)
 
 
-def test_clear_returns_to_the_empty_state_every_time_with_the_brush_ready(page):
-    for digit in (1, 7):
-        draw_digit(page, digit)
-        wait_for_digit(page, digit)
-        clear(page)
-        check_empty(page)
-        # Ready for the next digit: the brush stays picked, no "select the draw tool" hint.
-        expect(page.locator(BRUSH)).to_have_class(re.compile(r"\bhighlight\b"), timeout=10_000)
-        expect(page.get_by_text("select the draw tool to start")).to_have_count(0)
+def test_fifty_strokes_each_cleared_at_once_never_leave_an_answer_on_an_empty_canvas(page):
+    # Clear pressed right after each stroke, while its answer is still on its way: that late answer must
+    # never land on the cleared canvas.
+    for i in range(50):
+        draw_digit(page, (1, 7)[i % 2])
+        press(page, "clear")
+    check_empty(page)
+    assert not stale_answer_seen(page), "an answer landed on a cleared canvas"
+    assert shown_digit(page) is None
 
 
-def test_clear_while_a_prediction_is_on_its_way_stays_clear(page):
-    # Clear pressed right after the last stroke, while its answer is still coming: that late answer may
-    # land before Clear's, never after it.
-    for digit in (4, 0, 7):
-        draw_digit(page, digit)
-        page.evaluate(WATCH_STALE_JS)
-        clear(page)
-        assert not page.evaluate("() => window.__staleWatch.stale"), "a digit came back after Clear"
-        assert shown_digit(page) is None
+def test_picking_a_model_keeps_a_photos_answer(page, mnist, tmp_path):
+    index = int(np.flatnonzero(mnist.y_test == 3)[0])
+    upload_photo(page, scan(mnist.x_test[index], tmp_path / "three.png"))
+    wait_for_digit(page, 3)
+    picker = page.get_by_role("combobox", name="Model")
+    picker.click()
+    page.get_by_role("option").first.click()
+    expect(page.locator("#model-status")).to_contain_text("Active model:", timeout=30_000)
+    page.wait_for_timeout(1500)  # the reply to the model change has come
+    wait_for_digit(page, 3)
+    assert canvas_ink(page) < BLANK_INK
+
+
+def upload_photo(page, path) -> None:
+    """Open the photo panel (our own label) and pick a file in the chooser the upload area opens."""
+    page.get_by_text("Or upload a photo of a handwritten digit").click()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#photo").click()
+    chooser.value.set_files(path)
 
 
 def test_an_uploaded_photo_of_a_test_digit_is_read(page, mnist, tmp_path):
     index = int(np.flatnonzero(mnist.y_test == 2)[0])  # a digit none of the drawing tests draws
-    photo = scan(mnist.x_test[index], tmp_path / "two.png")
-    open_tab(page, "Photo")
-    with page.expect_file_chooser() as chooser:
-        page.locator("#photo").get_by_text("Click to Upload").click()
-    chooser.value.set_files(photo)
+    upload_photo(page, scan(mnist.x_test[index], tmp_path / "two.png"))
     wait_for_digit(page, 2)
     check_preview(page)
 
@@ -230,7 +294,7 @@ def updates_while_running(samples: list[dict], chart: str, before: int) -> list[
 def test_a_short_run_moves_the_curves_then_shows_accuracy_and_confusion(page):
     open_tab(page, "Train")
     expect(page.locator("#train-progress")).to_contain_text("No run yet")
-    before = {chart: chart_points(page, f"#{chart}-plot") for chart in ("loss", "accuracy")}
+    before = {chart: chart_points(page, f"#{chart}-chart") for chart in ("loss", "accuracy")}
     assert before == {"loss": 0, "accuracy": 0}
     # Small batches keep a 20,000-image subset busy for several seconds: time for the charts to move.
     set_training(page, epochs=2, batch_size=8, train_size=20_000)
@@ -255,6 +319,44 @@ def test_a_short_run_moves_the_curves_then_shows_accuracy_and_confusion(page):
     assert matrix is not None and min(matrix.shape) >= 200 and matrix.std() > 20  # a drawn matrix
 
 
+def test_a_one_epoch_run_shows_every_point_and_its_results_fit_a_1280_px_window(browser, app_url):
+    page = open_app(browser, app_url, viewport={"width": 1280, "height": 900})
+    try:
+        open_tab(page, "Train")
+        progress = page.locator("#train-progress")
+        expect(progress).to_contain_text(re.compile("No run yet|Run"))
+        earlier = re.search(r"Run (\d+)", progress.inner_text())
+        run = int(earlier[1]) + 1 if earlier else 1  # this test's run, after the other tests' runs
+        set_training(page, epochs=1, batch_size=128, train_size=1000)  # 8 batches
+        page.get_by_role("button", name="Train", exact=True).click()
+        expect(progress).to_contain_text(f"Run {run} · MLP: finished", timeout=TRAIN_SECONDS * 1000)
+        expect(page.locator("#train-results")).to_contain_text(f"Run {run}: test accuracy", timeout=30_000)
+        expect(page.locator("#mistakes figure").first).to_be_visible(timeout=30_000)
+        for chart in ("#loss-chart", "#accuracy-chart"):
+            markers = page.locator(f"{chart} circle.marker")
+            assert chart_points(page, chart) >= 2 and markers.count() == chart_points(page, chart)
+            assert markers.first.is_visible()
+            box = page.locator(chart).bounding_box()
+            assert box["width"] > 200 and box["height"] > 100, box
+        # Nothing of the results is cut off: every thumbnail lies inside the window and its own box.
+        window = page.evaluate("() => document.documentElement.clientWidth")
+        grid = page.locator("#mistakes .grid").bounding_box()
+        for figure in page.locator("#mistakes figure").all():
+            item = figure.bounding_box()
+            assert item["x"] >= grid["x"] - 1 and item["x"] + item["width"] <= grid["x"] + grid["width"] + 1
+            assert item["x"] + item["width"] <= window
+        confusion = page.locator("#confusion img")
+        expect(confusion).to_be_visible()
+        shown = confusion.bounding_box()
+        assert shown["x"] + shown["width"] <= window and shown["width"] >= 280, shown
+        natural = confusion.evaluate("img => img.complete ? img.naturalWidth / img.naturalHeight : 0")
+        assert natural == pytest.approx(shown["width"] / shown["height"], rel=0.02), "the matrix is cropped"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= window, "scrolls sideways"
+    finally:
+        shot(page, "train-one-epoch-1280")
+        page.context.close()
+
+
 def test_stop_ends_a_long_run_within_its_first_epochs(page):
     open_tab(page, "Train")
     set_training(page, epochs=30, batch_size=8, train_size=60_000)  # ~6 s an epoch here
@@ -271,9 +373,9 @@ def test_stop_ends_a_long_run_within_its_first_epochs(page):
     assert stopped <= running + 1, (running, stopped)  # the epoch it was in, or the next at the latest
     expect(page.locator("#train-results")).to_contain_text(re.compile(r"Run \d+ stopped"), timeout=30_000)
     # Stopped means the curves stop too.
-    points = chart_points(page, "#loss-plot")
+    points = chart_points(page, "#loss-chart")
     page.wait_for_timeout(3000)
-    assert chart_points(page, "#loss-plot") == points
+    assert chart_points(page, "#loss-chart") == points
     expect(progress).to_contain_text("Stopped during epoch")
 
 

@@ -35,17 +35,65 @@ def test_check_answer_accepts_ten_probabilities_and_rejects_the_rest():
 
 
 def test_drawings_are_sent_as_the_draw_tab_sends_them(mnist_dir):
-    import app
+    from mnist_core.preprocess import CANVAS_SIDE, strokes_to_mnist
 
-    assert (loadtest.DRAWING_SIDE, loadtest.DRAWING_PREFIX) == (app.DRAWING_SIDE, app.DRAWING_PREFIX)
-    pairs = loadtest.drawn_digits(str(mnist_dir), variants=20)
+    pairs = loadtest.drawn_strokes(str(mnist_dir), variants=20)
     assert len(pairs) > 20  # the traced digits, then the hand-made ones
-    for data_url, digit in pairs:
-        assert 0 <= digit <= 9
-        image = app._drawing(data_url)  # the app's own reader of what the page sends
-        assert image.size == (app.DRAWING_SIDE, app.DRAWING_SIDE)
-        ink = 255 - np.asarray(image.convert("L"))
-        assert 0.01 < (ink > 128).mean() < 0.5  # black strokes on white, neither empty nor all ink
+    assert {digit for _, digit in pairs} == set(range(10))
+    for strokes, _ in pairs:
+        json.dumps(strokes)  # plain lists of numbers, as the page's JSON
+        points = np.concatenate([np.asarray(stroke) for stroke in strokes])
+        assert points.shape[1] == 2 and ((points >= 0) & (points <= CANVAS_SIDE)).all()
+        assert np.array_equal(points, points.round(1))  # 0.1 px, as ui/draw.js rounds them
+        image = strokes_to_mnist(strokes)  # what the server makes of them
+        assert image.shape == (28, 28) and 0.02 < (image > 0.5).mean() < 0.4  # a 1 to an 8
+
+    # One request per stroke, each with every stroke so far; the digit checked after the last; then Clear.
+    strokes, digit = next(pair for pair in pairs if len(pair[0]) >= 2)
+    steps = loadtest.steps("draw", (strokes, digit))
+    assert [payload for payload, _, _ in steps] == [strokes[: k + 1] for k in range(len(strokes))] + [[]]
+    assert [truth for _, truth, _ in steps] == [None] * (len(strokes) - 1) + [digit, None]
+    assert [kind for _, _, kind in steps] == ["stroke"] * len(strokes) + ["clear"]
+    body = loadtest.stroke_body(12, 5, strokes, "abc")
+    assert body == {
+        "data": {"seq": 5, "strokes": strokes},
+        "component_id": 12,
+        "fn_name": "classify_strokes",
+        "session_hash": "abc",
+    }
+
+
+def test_drawing_answers_are_read_from_the_pages_html():
+    from loadtest import check_drawing
+
+    from mnist_core.studio import ModelNotReady
+    from ui.draw import EMPTY_ANSWER, error_html, result_html
+
+    probabilities = np.full(10, 0.02, np.float32)
+    probabilities[7] = 0.82
+    page = result_html((np.zeros((28, 28), np.float32), probabilities))
+    assert check_drawing({"seq": 3, "html": page}, 3, drawn=True) == (None, "7")
+    assert check_drawing({"seq": 2, "html": page}, 3, drawn=True)[0]  # the answer to an older drawing
+    assert check_drawing({"seq": 3, "html": page.replace("width:82.0%", "width:50.0%")}, 3, drawn=True)[0]
+    assert check_drawing({"seq": 3, "html": EMPTY_ANSWER}, 3, drawn=True)[0]  # ink sent, nothing read
+    assert check_drawing({"seq": 3, "html": EMPTY_ANSWER}, 3, drawn=False) == (None, None)  # a clear
+    assert check_drawing({"seq": 3, "html": page}, 3, drawn=False)[0]
+    loading = error_html(ModelNotReady("the model is still loading"))
+    assert "still loading" in check_drawing({"seq": 3, "html": loading}, 3, drawn=True)[0]
+    assert check_drawing({"seq": None, "html": error_html(ValueError("seq: bad"))}, 3, drawn=True)[0]
+    assert check_drawing({"detail": "Function not found."}, 3, drawn=True)[0]
+
+
+def test_the_drawing_surface_is_found_in_the_page_config():
+    config = {
+        "components": [
+            {"id": 4, "props": {"elem_id": "photo"}},
+            {"id": 9, "props": {"elem_id": "drawpad", "server_fns": ["classify_strokes"]}},
+        ]
+    }
+    assert loadtest.drawpad_id(config) == 9
+    with pytest.raises(RuntimeError, match="drawpad"):
+        loadtest.drawpad_id({"components": [{"id": 9, "props": {"elem_id": "drawpad"}}]})
 
 
 @pytest.mark.slow
@@ -66,6 +114,14 @@ def test_short_load_test_while_training(tmp_path, mnist_dir, route):
     assert report["requests"] >= CLIENTS  # every visitor got answers in the measured window
     assert report["requests_per_second"] == pytest.approx(report["requests"] / DURATION)
     assert report["answers_right"] >= 0.9
+    if route == "draw":  # strokes and clears; a digit is read after its last stroke
+        kinds = report["requests_by_kind"]
+        assert set(kinds) == {"stroke", "clear"} and sum(kinds.values()) == report["requests"]
+        assert kinds["stroke"] > kinds["clear"] > 0 and report["answers_checked"] >= CLIENTS
+        assert report["clear_latency_ms"]["p50"] > 0
+    else:
+        assert report["requests_by_kind"] == {"photo": report["requests"]}
+        assert report["answers_checked"] == report["requests"]
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
 

@@ -19,18 +19,22 @@ from conftest import scan
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_app import EMPTY_SKETCH, App, _models_dir
+from test_app import EMPTY_DRAWING, App, _models_dir, drawn, drawpad_id, model_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmark import proc_status_bytes  # noqa: E402  (scripts/benchmark.py)
 
+from mnist_core import run_tables
 from mnist_core.config import RunLimitError, TrainConfig, TrainingDisabledError
+from mnist_core.preprocess import CANVAS_SIDE, MAX_POINTS, MAX_STROKES
+from mnist_core.runs import RATE_WINDOW_SECONDS, RunLimiter
 from mnist_core.store import ACTIVE_FILE, list_models, load_model, read_active_name
-from mnist_core.studio import RATE_WINDOW_SECONDS, RunLimiter, Studio
+from mnist_core.studio import Studio
 
 pytestmark = pytest.mark.slow
 USER = ("ann", "s3cret")
 MAX_RUNS = 3  # per visitor and hour on the `public` server
+JSON_HEADERS = {"content-type": "application/json"}
 # An API call that the server must refuse without a login, one per kind of route.
 PROTECTED = [
     ("GET", "/config"),
@@ -97,7 +101,7 @@ def _active(app: App) -> str:
 def _select(app: App, name: str) -> list:
     """Pick a model as a visitor does: the page's refresh fills the picker, then a choice is made."""
     app.call(False, api_name="/poll")
-    return app.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+    return app.call(name, EMPTY_DRAWING, None, api_name="/select_model")
 
 
 def _memory_mb(app: App, field: str) -> float:
@@ -114,17 +118,6 @@ def _rss_mb(app: App) -> float:
 
 def _peak_rss_mb(app: App) -> float:
     return _memory_mb(app, "VmHWM")
-
-
-def _sketch(app: App, tmp_path: Path, layer: np.ndarray) -> dict:
-    """A gr.Sketchpad value with one strokes layer (RGBA), as the page sends it."""
-    composite = np.full_like(layer, 255)
-    composite[..., :3] = 255 - layer[..., 3:]
-    files = {}
-    for name, array in (("layer", layer), ("composite", composite)):
-        Image.fromarray(array, "RGBA").save(tmp_path / f"{name}.png")
-        files[name] = handle_file(str(tmp_path / f"{name}.png"))
-    return {"background": None, "layers": [files["layer"]], "composite": files["composite"]}
 
 
 # --- access -------------------------------------------------------------------------------------
@@ -178,68 +171,184 @@ def test_bad_uploads_get_a_clear_message_in_bounded_time_and_memory(public, tmp_
     assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
     before = _peak_rss_mb(public)
     (tmp_path / "notes.png").write_text("these are notes, not a picture\n")
+    (tmp_path / "notes.txt").write_text("these are notes, not a picture\n")
     Image.new("L", (10_000, 10_000), 255).save(tmp_path / "huge.png")  # 120 kB on disk, 100 MP
     Image.new("1", (20_000, 20_000), 1).save(tmp_path / "bomb.png")  # 90 kB on disk, 400 MP
     cases = [
         ("notes.png", "cannot identify image file 'notes.png'"),
+        ("notes.txt", "Invalid file type"),  # the photo input takes images only, checked by the server
         ("huge.png", "could be decompression bomb"),
         ("bomb.png", "could be decompression bomb"),
     ]
     for name, reason in cases:
         assert (tmp_path / name).stat().st_size < 1024**2  # under the upload limit: this is the image check
         file = handle_file(str(tmp_path / name))
-        # The same file as a photo, and as the one layer of a sketch sent to the API.
-        sketch = {"background": None, "layers": [file], "composite": file}
-        for value, api_name in ((file, "/predict"), (file, "/predict_photo"), (sketch, "/predict_sketch")):
+        # The same file through the API, as a photo in the Draw tab (beside a drawing or not), and as the
+        # photo shown when a model is picked.
+        calls = [
+            ((file,), "/predict"),
+            ((file, None), "/predict_photo"),
+            ((file, {"seq": 1, "strokes": drawn(3)}), "/predict_photo"),
+            (("default", {"seq": 1, "source": "photo", "strokes": []}, file), "/select_model"),
+        ]
+        public.call(False, api_name="/poll")  # fills this session's picker, as a page load does
+        for args, api_name in calls:
             asked = time.monotonic()
-            with pytest.raises(AppError) as raised:
-                public.call(value, api_name=api_name)
+            if api_name == "/select_model" and reason != "Invalid file type":
+                # The model switch stands; the photo that cannot be read says why in the answer panel.
+                status, shown = public.call(*args, api_name=api_name)
+                message = shown["html"]
+                assert status.startswith("Active model: default") and 'class="digit"' not in message
+            else:
+                with pytest.raises(AppError) as raised:
+                    public.call(*args, api_name=api_name)
+                message = str(raised.value)
             assert time.monotonic() - asked < 10, (name, api_name)
-            assert reason in str(raised.value) and "/tmp/" not in str(raised.value), str(raised.value)
+            assert reason in message and "/tmp/" not in message, message
     # Nothing was decoded: a decoded 10000 x 10000 RGB image alone would take 300 MB.
     assert _peak_rss_mb(public) - before < 150
     assert public.call(handle_file(str(seven)), api_name="/predict")["label"] == "7"
 
 
-def test_images_posted_to_the_sketchpad_are_refused_not_kept(public):
-    # gr.Sketchpad's accept_blobs server function keeps what is posted to it in memory until an event
-    # reads the sketch, which none does here: unchecked, any visitor could fill the server's memory.
-    http = httpx.Client(base_url=public.url, timeout=30)
-    http.post("/login", data={"username": USER[0], "password": USER[1]}).raise_for_status()
+def test_bad_and_huge_stroke_messages_are_refused_clearly_in_bounded_time_and_memory(public):
+    # The drawing arrives as numbers, from the page's per-stroke message or through the API; whatever a
+    # visitor writes there is checked before anything is drawn, and the refusal says what was wrong.
+    http = public.http()
+    before = _peak_rss_mb(public)
+    point = [280.5, 80.25]
+    cases = [
+        ("strokes", "received str"),
+        ({"strokes": []}, "received dict"),
+        ([[point]] * (MAX_STROKES + 1), f"received {MAX_STROKES + 1} strokes"),
+        ([[point] * (MAX_POINTS + 1)], f"at most {MAX_POINTS:,} points in all, received {MAX_POINTS + 1:,}"),
+        ([[point] * 5000] * 3, "received 15,000"),  # the points of all strokes count together
+        ([[point] * 100_000], "received 100,000"),  # a 1.5 MB message, over the upload limit
+        ([[["a", "b"]]], "stroke 0: expected a list of [x, y] number pairs"),
+        ([[280, 80]], "stroke 0: expected a list of [x, y] number pairs, received [280, 80]"),
+        ([[point], [[280, 80, 3]]], "stroke 1: expected a list of [x, y] number pairs"),
+        ([[point], "x" * 1_000_000], "stroke 1: expected"),
+    ]
+    for strokes, reason in cases:
+        asked = time.monotonic()
+        with pytest.raises(AppError) as raised:
+            public.call(strokes, api_name="/predict_strokes")
+        refusal = str(raised.value)
+        assert reason in refusal and "expected" in refusal, (reason, refusal[:300])
+        assert len(refusal) < 300  # a huge value is not echoed back
+        # The page's own message gets the same words, in the answer panel, with its number.
+        response = public.server_fn({"seq": 9, "strokes": strokes}, http=http)
+        assert response.status_code == 200, response.text[:300]
+        answer = response.json()
+        assert answer["seq"] == 9 and reason in answer["html"] and "model-view" not in answer["html"]
+        assert len(answer["html"]) < 600
+        # And so does the drawing on the canvas, when a photo is removed.
+        with pytest.raises(AppError, match=re.escape(reason)):
+            public.call(None, {"seq": 9, "strokes": strokes}, api_name="/predict_photo")
+        assert time.monotonic() - asked < 20, (reason, time.monotonic() - asked)
+    # What JSON allows beyond numbers, and a drawing number the page could never send.
+    for text, reason in (
+        ('{"seq": 1, "strokes": [[[1, NaN]]]}', "received [[1, nan]]"),
+        ('{"seq": 1, "strokes": [[[1, Infinity]]]}', "received [[1, inf]]"),
+        ('{"seq": -1, "strokes": []}', "seq: expected a whole number"),
+        ('{"seq": 1e30, "strokes": []}', "seq: expected a whole number"),
+        ('{"seq": "1", "strokes": []}', "seq: expected a whole number"),
+    ):
+        body = f'{{"data": {text}, "component_id": {drawpad_id(http)}, "fn_name": "classify_strokes", '
+        body += '"session_hash": "visitor"}'
+        response = http.post("/gradio_api/component_server", content=body, headers=JSON_HEADERS)
+        assert response.status_code == 200 and reason in response.json()["html"], (text, response.text[:300])
+    # Far-off points are drawn off the canvas, not on a canvas grown to reach them.
+    far = [[[-1e308, -1e308], [1e308, 1e308]], [[CANVAS_SIDE * 1000, 0]]]
+    assert len(public.call(far, api_name="/predict_strokes")["confidences"]) == 10
+    assert _peak_rss_mb(public) - before < 100  # the 1.5 MB message parsed costs ~35 MB
+    # The server still answers, and right.
+    assert public.call(drawn(7), api_name="/predict_strokes")["label"] == "7"
+    assert '<div class="digit">7</div>' in public.server_fn({"seq": 10, "strokes": drawn(7)}).json()["html"]
+
+
+def test_only_the_drawing_surface_s_server_function_answers_and_posted_images_are_not_kept(public):
+    # gr.Sketchpad's accept_blobs server function kept what was posted to it in memory until an event
+    # read the sketch: unchecked, any visitor could fill the server's memory. No component offers it now,
+    # nor any other method than the one server function the page calls.
+    http = public.http()
     components = http.get("/config").json()["components"]
-    sketch = next(c["id"] for c in components if c.get("props", {}).get("elem_id") == "sketch")
-    fields = {"component_id": str(sketch), "session_hash": "visitor", "fn_name": "accept_blobs"}
-    fields |= {"type": "layer", "index": "0"}
+    kinds = {c["type"] for c in components}
+    assert not kinds & {"sketchpad", "imageeditor", "paint"}, kinds
+    pad = drawpad_id(http)
+    photo = next(c["id"] for c in components if c.get("props", {}).get("elem_id") == "photo")
+    for component, fn_name in (
+        (pad, "accept_blobs"),
+        (photo, "accept_blobs"),
+        (photo, "classify_strokes"),  # the server function belongs to the drawing surface alone
+        (pad, "classify"),
+        (pad, "preprocess"),
+        (pad, "postprocess"),
+        (pad, "__init__"),
+        (pad, "no_such_function"),
+    ):
+        response = http.post(
+            "/gradio_api/component_server",
+            json={"data": {}, "component_id": component, "fn_name": fn_name, "session_hash": "visitor"},
+        )
+        assert response.status_code == 404 and "Function not found" in response.text, (fn_name, response.text)
+    fields = {"session_hash": "visitor", "fn_name": "accept_blobs", "type": "layer", "index": "0"}
     before = _rss_mb(public)
     for number in range(40):
         blob = ("layer.png", os.urandom(900_000), "image/png")  # under the upload limit
+        component = (pad, photo)[number % 2]
         response = http.post(
-            "/gradio_api/component_server", data={**fields, "id": f"b{number}"}, files=[("file", blob)]
+            "/gradio_api/component_server",
+            data={**fields, "component_id": str(component), "id": f"b{number}"},
+            files=[("file", blob)],
         )
         assert response.status_code == 404 and "Function not found" in response.text, response.text[:200]
     assert _rss_mb(public) - before < 15  # 40 kept blobs would hold 36 MB
+    # Nor does the page's own message keep anything: 40 drawings from 40 visitors.
+    before = _rss_mb(public)
+    seven = drawn(7)
+    for number in range(40):
+        response = public.server_fn({"seq": number, "strokes": seven}, http=http, session_hash=f"v{number}")
+        assert response.json()["seq"] == number and '<div class="digit">7</div>' in response.json()["html"]
+    assert _rss_mb(public) - before < 15
+    # The sketchpad's routes are gone from the API; the drawing's are there.
+    endpoints = set(public.client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert not endpoints & {"/predict_sketch", "/classify_drawing", "/activate_model"}, endpoints
+    assert {"/predict", "/predict_strokes", "/predict_photo", "/select_model", "/poll"} <= endpoints
 
 
 def test_uploads_bypass_gradio_decoding_without_writing_beside_the_code(public):
-    # The upload hook sits on the instance: a gr.Image subclass would make Gradio write app.pyi on import.
-    assert not (Path(__file__).resolve().parents[1] / "app.pyi").exists()
+    # The photo input is a gr.File: Gradio hands the handler a path and decodes nothing itself (gr.Image
+    # decodes a data: URL in full before any handler runs); the image is opened in mnist_core.preprocess.
+    config = public.http().get("/config").json()
+    types = {c["id"]: c["type"] for c in config["components"]}
+    inputs = {d["api_name"]: [types[i] for i in d["inputs"]] for d in config["dependencies"] if d["api_name"]}
+    assert inputs["predict"] == ["file"] and inputs["predict_photo"][0] == "file", inputs
+    assert inputs["select_model"][2] == "file", inputs
+    assert "image" not in {kind for kinds in inputs.values() for kind in kinds}, inputs
+    # A component subclass would make Gradio write a .pyi file beside the module that defines it.
+    root = Path(__file__).resolve().parents[1]
+    assert not [*root.glob("*.pyi"), *(root / "ui").glob("*.pyi"), *(root / "mnist_core").glob("*.pyi")]
 
 
-def test_a_dot_and_a_fully_inked_canvas_through_the_api(public, tmp_path):
-    dot = np.zeros((560, 560, 4), np.uint8)
-    dot[270:290, 270:290, 3] = 255
-    seen, probabilities, answer = public.call(_sketch(public, tmp_path, dot), api_name="/predict_sketch")
+def test_a_dot_through_the_api(public):
+    dot = [[[CANVAS_SIDE / 2, CANVAS_SIDE / 2]]]  # one tap of the 22 px brush
+    probabilities = public.call(dot, api_name="/predict_strokes")
     assert len(probabilities["confidences"]) == 10
     assert sum(c["confidence"] for c in probabilities["confidences"]) == pytest.approx(1, abs=1e-3)
-    assert '<div class="digit">' in answer and seen is not None
+    answer = public.call(None, {"seq": 1, "strokes": dot}, api_name="/predict_photo")["html"]
+    assert '<div class="digit">' in answer and model_view(answer).max() == 255
 
-    full = np.zeros((560, 560, 4), np.uint8)
-    full[..., 3] = 255
-    seen, probabilities, answer = public.call(_sketch(public, tmp_path, full), api_name="/predict_sketch")
-    assert seen is None and "Draw a digit" in answer  # no shape to read: the empty state, no guess
+    answer = public.call(None, EMPTY_DRAWING, api_name="/predict_photo")["html"]
+    assert "Draw a digit" in answer and "model-view" not in answer
 
-    seen, probabilities, answer = public.call(EMPTY_SKETCH, api_name="/predict_sketch")
-    assert seen is None and "Draw a digit" in answer
+
+def test_a_fully_inked_canvas_gets_the_empty_state_not_a_guess(public):
+    side, step = CANVAS_SIDE, 20  # rows 20 px apart with the 22 px brush: not one pixel left blank
+    scribble = [[point for y in range(0, side + 1, step) for point in ([0, y], [side, y])]]
+    answer = public.call(None, {"seq": 1, "strokes": scribble}, api_name="/predict_photo")["html"]
+    assert "Draw a digit" in answer and "model-view" not in answer  # no shape to read: no guess
+    page = public.server_fn({"seq": 2, "strokes": scribble}).json()
+    assert "Draw a digit" in page["html"]
 
 
 def test_models_load_only_by_name_and_bad_model_files_change_nothing(public, tmp_path, mnist):
@@ -253,7 +362,7 @@ def test_models_load_only_by_name_and_bad_model_files_change_nothing(public, tmp
     assert not any("/" in name or ".." in name or name.startswith(".") for name in offered)
     for name in ("../models/default", str(public.models_dir / "default.keras"), "/etc/passwd", "a/../b"):
         with pytest.raises(AppError, match="not in the list of choices|invalid model name"):
-            public.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+            public.call(name, EMPTY_DRAWING, None, api_name="/select_model")
     refusals = {
         "truncated": "corrupt or truncated",
         "five-classes": r"outputs shape \(None, 5\)",
@@ -261,7 +370,7 @@ def test_models_load_only_by_name_and_bad_model_files_change_nothing(public, tmp
     }
     for name, reason in refusals.items():
         with pytest.raises(AppError, match=reason):
-            public.call(name, EMPTY_SKETCH, None, api_name="/select_model")
+            public.call(name, EMPTY_DRAWING, None, api_name="/select_model")
         assert _active(public) == active
     assert public.call(handle_file(str(seven)), api_name="/predict") == before
     assert read_active_name(public.models_dir) in (None, active)
@@ -379,8 +488,9 @@ def test_sigkill_while_saving_keeps_models_whole_and_a_restart_restores_the_acti
             with pytest.raises(AppError, match="t10k-images-idx3-ubyte.gz"):
                 restarted.call(*args, api_name=api_name)
         assert restarted.status()["run"] is None
-        _, _, answer = restarted.call(EMPTY_SKETCH, api_name="/predict_sketch")
-        assert "Draw a digit" in answer  # Draw still serves
+        assert "Draw a digit" in restarted.call(None, None, api_name="/predict_photo")["html"]
+        probabilities = restarted.call(drawn(7), api_name="/predict_strokes")  # Draw still serves
+        assert len(probabilities["confidences"]) == 10
     finally:
         restarted.close()
 
@@ -411,8 +521,9 @@ def _no_train_checks(app: App) -> None:
             app.call(*args, api_name=api_name)
     assert app.status()["run"] is None
     assert len(app.call("test", "3", 4, api_name="/samples")) == 4
-    seen, probabilities, answer = app.call(EMPTY_SKETCH, api_name="/predict_sketch")
-    assert "Draw a digit" in answer
+    assert "Draw a digit" in app.call(None, None, api_name="/predict_photo")["html"]
+    assert app.call(drawn(7), api_name="/predict_strokes")["label"] == "7"
+    assert '<div class="digit">7</div>' in app.server_fn({"seq": 1, "strokes": drawn(7)}).json()["html"]
 
 
 # --- the core behind it -------------------------------------------------------------------------
@@ -506,7 +617,7 @@ def test_older_runs_keep_their_results_but_not_their_model_or_data(tmp_path, mni
     assert not hasattr(first.job, "model") and not hasattr(first.job, "_data")
     assert all("model" not in record for record in first.job.records)
     assert first.confusion_image is not None and first.mistakes and first.test_accuracy > 0.5
-    assert studio.curves(compare=True)["loss"]["series"].count("run 1 validation") == 1
+    assert run_tables.curves(studio.runs, compare=True)["loss"]["series"].count("run 1 validation") == 1
     assert read_active_name(folder) == second.model_name
     assert os.path.isfile(folder / f"{first.model_name}.keras")
 
@@ -514,7 +625,7 @@ def test_older_runs_keep_their_results_but_not_their_model_or_data(tmp_path, mni
 def test_a_visitor_is_the_client_address_or_what_a_local_tunnel_forwards():
     import gradio as gr
 
-    from app import visitor
+    from ui.train import visitor
 
     def request(host, forwarded=None):
         headers = {"x-forwarded-for": forwarded} if forwarded else {}

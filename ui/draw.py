@@ -1,0 +1,251 @@
+"""The Draw tab: the app's own drawing surface (ui/draw.js), a photo upload, the model picker.
+
+The surface is a gr.HTML component (Gradio 6's supported way to run page code of one's own): a plain 2D
+<canvas> with Pointer Events, undo, redo and clear. At the end of each stroke (and after undo, redo and
+clear) it calls the `classify_strokes` server function with the stroke points: one small POST that skips
+Gradio's queue. The points are drawn on the server by mnist_core.preprocess with the canvas' own brush, so
+what the model reads is what the page shows, and nothing decodes an image the visitor sent. The answer,
+the 28 x 28 image the model sees and the ten probabilities come back as one piece of HTML, which the page
+shows only if no newer drawing has been sent since: answers land in drawing order, never on a cleared canvas.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from mnist_core.plots import upscale
+from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist
+
+from .errors import friendly_errors, message, title
+
+HERE = Path(__file__).resolve().parent
+PREVIEW_SIDE = 168  # px on screen of the 28 px image the model sees, in whole-pixel blocks (CSS)
+MAX_SEQ = 2**53  # the page counts its drawings in a JavaScript number
+EMPTY_ANSWER = (
+    '<div id="answer" class="answer empty"><div class="hint">✏️ Draw a digit</div>'
+    "<div>on the canvas (or upload a photo); the model answers as you draw.</div></div>"
+)
+
+
+def empty_value(seq: int = 0) -> dict:
+    """The surface's value with nothing drawn: what a fresh page shows."""
+    return {"seq": seq, "source": "sketch", "strokes": [], "html": EMPTY_ANSWER}
+
+
+def result_html(result) -> str:
+    """The answer, the 28 x 28 image the model sees and the ten probabilities; None: the empty state."""
+    if result is None:
+        return EMPTY_ANSWER
+    image, probabilities = result
+    digit = int(probabilities.argmax())
+    bars = "".join(
+        f'<li class="{"top" if d == digit else ""}"><span class="d">{d}</span>'
+        f'<span class="bar"><span style="width:{p:.1%}"></span></span><span class="p">{p:.0%}</span></li>'
+        for d, p in enumerate(probabilities.tolist())
+    )
+    return (
+        f'<div id="answer" class="answer"><div class="digit">{digit}</div>'
+        f'<div class="sure">{probabilities[digit]:.0%} sure</div></div>'
+        f"{preview_html(image)}"
+        f'<ol class="probabilities" aria-label="probability of each digit">{bars}</ol>'
+    )
+
+
+def error_html(error: Exception) -> str:
+    """A message in the answer panel, for what the page sent but the server could not read."""
+    return (
+        f'<div id="answer" class="answer empty error"><div class="hint">{html.escape(title(error))}</div>'
+        f"<div>{message(error)}</div></div>"
+    )
+
+
+def preview_html(image) -> str:
+    """The 28 x 28 image the model sees as an inline PNG, drawn in whole-pixel blocks by CSS.
+
+    An image component would cost Gradio a file written to its cache and served per answer; this PNG is
+    about 300 bytes.
+    """
+    return (
+        f'<figure id="model-view" class="preview"><img src="data:image/png;base64,{png_base64(image)}"'
+        f' width="{PREVIEW_SIDE}" height="{PREVIEW_SIDE}" alt="the 28 x 28 image the model sees">'
+        "<figcaption>What the model sees (28 × 28)</figcaption></figure>"
+    )
+
+
+def png_base64(image) -> str:
+    """A grey image (float in [0, 1] or uint8) as base64 PNG, for an inline <img>."""
+    buffer = io.BytesIO()
+    Image.fromarray(upscale(image, 1)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def model_status(studio) -> str:
+    """One line about the active model."""
+    if studio.loading:
+        return "Loading the model (TensorFlow starts in the background)…"
+    if not studio.predictor.has_model:
+        return f"No model is active: {studio.model_error}"
+    return f"Active model: {studio.model_label}"
+
+
+def _label(result) -> dict | None:
+    """A classify() result as gr.Label's value: the ten probabilities by digit."""
+    return None if result is None else {str(d): float(p) for d, p in enumerate(result[1])}
+
+
+def _seq(value) -> int:
+    """The drawing number in a surface value from the page (or an API client), checked."""
+    seq = value.get("seq", 0) if isinstance(value, dict) else 0
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq: expected a whole number from 0 to {MAX_SEQ}, received {seq!r:.40}")
+    return seq
+
+
+def _strokes(value) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise ValueError(f"expected the drawing as a dict with 'strokes', received {type(value).__name__}")
+    return value.get("strokes") or []
+
+
+class DrawTab:
+    """The Draw tab's handlers, its layout and its part of the page's poll."""
+
+    def __init__(self, studio):
+        self.studio = studio
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    def classify(self, strokes):
+        """(28 x 28 image, probabilities) of stroke points on the page's canvas; None if nothing is drawn."""
+        return self.studio.classify_image(strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH))
+
+    def classify_strokes(self, drawing: dict) -> dict:
+        """The page's server function: {seq, strokes} -> {seq, html}; bad input answers with a message."""
+        try:
+            seq = _seq(drawing)
+        except ValueError as error:
+            return {"seq": None, "html": error_html(error)}
+        try:
+            return {"seq": seq, "html": result_html(self.classify(_strokes(drawing)))}
+        except Exception as error:  # the page shows it in the answer panel; nothing else changes
+            return {"seq": seq, "html": error_html(error)}
+
+    @friendly_errors
+    def predict(self, image_path):
+        """The ten probabilities for one image file (a photo or scan of a handwritten digit)."""
+        return _label(self._classify_file(image_path))
+
+    @friendly_errors
+    def predict_strokes(self, strokes):
+        """The ten probabilities for stroke points drawn on a 560 px canvas (what the page sends)."""
+        return _label(self.classify(strokes))
+
+    @friendly_errors
+    def predict_photo(self, image_path, drawing):
+        """Show the answer for an uploaded photo in the answer panel; the drawing stays as it is."""
+        value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
+        if image_path is None:  # the photo was removed: the drawing's answer again
+            return {**value, "html": result_html(self.classify(value["strokes"]))}
+        return {**value, "source": "photo", "html": result_html(self._classify_file(image_path))}
+
+    @friendly_errors
+    def select_model(self, name, drawing, photo):
+        """Make the chosen model active and read the photo shown, or the drawing, again with it."""
+        value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
+        self.studio.select_model(name)
+        try:  # the switch stands; a photo or drawing that cannot be read says so in the answer panel
+            if isinstance(drawing, dict) and drawing.get("source") == "photo" and photo:
+                value.update(source="photo", html=result_html(self._classify_file(photo)))
+            else:
+                value["html"] = result_html(self.classify(value["strokes"]))
+        except ValueError as error:
+            value["html"] = error_html(error)
+        return model_status(self.studio), value
+
+    def _classify_file(self, path):
+        """studio.classify of an uploaded file; the message names it by its file name, not its cache path."""
+        try:
+            return self.studio.classify(path)
+        except ValueError as error:
+            text = str(error)
+            if isinstance(path, str) and path:
+                text = text.replace(path, Path(path).name)
+            raise ValueError(text) from None
+
+    # --- layout ---------------------------------------------------------------------------------
+
+    def render(self) -> None:
+        """The tab's components and events, inside the page's gr.Blocks."""
+        studio = self.studio
+        tab = self
+
+        def classify_strokes(drawing):  # a plain function: Gradio marks server functions with an attribute
+            return tab.classify_strokes(drawing)
+
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=2):
+                self.model_status = gr.Markdown(model_status(studio), elem_id="model-status")
+            with gr.Column(scale=1, min_width=240):
+                self.model_picker = gr.Dropdown(label="Model", choices=[], interactive=True)
+        self.pad = gr.HTML(
+            empty_value(),
+            html_template=(HERE / "draw.html").read_text(),
+            js_on_load=(HERE / "draw.js").read_text(),
+            server_functions=[classify_strokes],
+            elem_id="drawpad",
+            apply_default_css=False,
+            side=CANVAS_SIDE,
+            brush=BRUSH_WIDTH,
+            empty=EMPTY_ANSWER,
+        )
+        with gr.Accordion("Or upload a photo of a handwritten digit", open=False):
+            self.photo = gr.File(
+                label="A photo or image of one handwritten digit",
+                elem_id="photo",
+                file_types=["image"],
+                type="filepath",
+                height=140,
+            )
+        # Outputs of API-only events (gr.on with no trigger): their values never show in the page.
+        probabilities = gr.Label(visible=False, num_top_classes=10)
+        strokes = gr.JSON(visible=False)
+
+        fast = {"concurrency_limit": None, "concurrency_id": "predict", "show_progress": "hidden"}
+        gr.on([], self.predict, self.photo, probabilities, api_name="predict", **fast)
+        gr.on([], self.predict_strokes, strokes, probabilities, api_name="predict_strokes", **fast)
+        gr.on(
+            [self.photo.upload, self.photo.clear],
+            self.predict_photo,
+            [self.photo, self.pad],
+            self.pad,
+            api_name="predict_photo",
+            **fast,
+        )
+        self.model_picker.input(
+            self.select_model,
+            [self.model_picker, self.pad, self.photo],
+            [self.model_status, self.pad],
+            api_name="select_model",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+
+    def poll_keys(self) -> tuple:
+        """What the tab's poll part shows depends on."""
+        studio = self.studio
+        return (studio.model_version, studio.loading, studio.model_error)
+
+    def poll_part(self, changed: bool) -> list:
+        """Updates for the model status and picker; skipped when nothing changed."""
+        if not changed:
+            return [gr.skip(), gr.skip()]
+        studio = self.studio
+        return [model_status(studio), gr.Dropdown(choices=studio.model_choices(), value=studio.model_name)]
