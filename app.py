@@ -18,7 +18,10 @@ import os
 import sys
 from pathlib import Path
 
+from mnist_core.runs import MAX_RUN_MINUTES
 from mnist_core.studio import Studio
+from mnist_core.visitors import IDLE_SECONDS
+from ui.limits import app_kwargs, slow_login
 from ui.page import CSS_PATHS, build_demo
 from ui.workarounds import analytics_settings
 
@@ -26,6 +29,8 @@ ROOT = Path(__file__).resolve().parent
 AUTH_ENV = "MNIST_STUDIO_AUTH"
 SESSION_CAPACITY = 1000  # visitors' sessions kept in memory; the oldest are dropped beyond this
 MAX_FILE_SIZE = "10mb"  # far above any photo of a digit; Gradio stops a bigger upload as it arrives
+QUEUE_SIZE = 256  # events waiting in Gradio's queue at most: 30 open pages poll once a second
+RUNS_PER_HOUR = 10  # each visitor's training runs per hour, by default
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -61,7 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-runs-per-hour",
         type=positive_int,
         metavar="N",
-        help="training runs each visitor (client address) may start per hour (default: no limit)",
+        default=RUNS_PER_HOUR,
+        help=f"training runs each visitor may start per hour (default {RUNS_PER_HOUR})",
+    )
+    public.add_argument(
+        "--max-run-minutes",
+        type=positive_float,
+        default=MAX_RUN_MINUTES,
+        metavar="M",
+        help=f"compute budget of one training run (default {MAX_RUN_MINUTES:g}): a run estimated to take "
+        "longer is refused, one that takes longer stops and keeps what it learned",
+    )
+    public.add_argument(
+        "--idle-minutes",
+        type=positive_float,
+        default=IDLE_SECONDS / 60,
+        metavar="M",
+        help=f"a visitor not seen for this long is forgotten (default {IDLE_SECONDS / 60:g})",
     )
     public.add_argument(
         "--max-file-size",
@@ -95,6 +116,17 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def positive_float(value: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not (number > 0 and number < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {value!r}")
+    return number
+
+
 def _share_failure(gradio_output: str) -> str:
     """Why Gradio could not create the share link, in a few words, from what it printed."""
     if "Missing file" in gradio_output:
@@ -121,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         model_path=args.model,
         training=not args.no_train,
         max_runs_per_hour=args.max_runs_per_hour,
+        max_run_minutes=args.max_run_minutes,
+        idle_seconds=60.0 * args.idle_minutes,
     )
     demo = build_demo(studio, training=not args.no_train)
     analytics_settings()  # see ui/workarounds.py
-    demo.queue(default_concurrency_limit=1)
+    # api_open=False: events answer only through the queue, so its limits hold (POST /run/<name> would
+    # skip them); max_size: events waiting at most, beyond which a visitor is told the server is busy.
+    demo.queue(default_concurrency_limit=1, api_open=False, max_size=QUEUE_SIZE)
     printed = io.StringIO()
     try:
         # Gradio prints a multi-line notice when the share link fails; we say it in one line below.
@@ -133,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 server_name=args.host,
                 server_port=args.port,
                 share=args.share,
-                auth=auth,
+                auth=slow_login(*auth) if auth else None,
+                app_kwargs=app_kwargs(),
                 max_file_size=args.max_file_size,
                 # Each API caller without a session gets a new one (~140 KB each); 10,000 kept by default.
                 state_session_capacity=SESSION_CAPACITY,

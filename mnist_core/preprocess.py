@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-MAX_PIXELS = 50_000_000  # refuse larger inputs: a 50 MP image is already far beyond any photo of a digit
+# Refuse larger inputs: a phone's photo is 12 MP, and a 16 MP RGBA image decodes into 64 MB.
+MAX_PIXELS = 16_000_000
+# The formats a photo of a digit comes in; PIL knows dozens more (EPS would run Ghostscript).
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MAX_SIDE = 1024  # shrink bigger uploads first (box average) so time and memory stay bounded
 SIZE, BOX = 28, 20  # MNIST: the digit's longer side is 20 px, pasted into 28 x 28
 WORK = 100  # the crop is handled at 5x the final box: fine enough to measure and thicken strokes
@@ -258,18 +261,25 @@ def _as_pil(image) -> Image.Image:
 
 
 def _open(path: Path) -> Image.Image:
-    """Open an image file, turning PIL's errors (not an image, decompression bomb) into ValueError."""
+    """Open an image file of an accepted format, decoded at most about MAX_SIDE a side before any mode
+    conversion; PIL's errors (not an image, another format, a decompression bomb) become ValueError."""
     try:
         with warnings.catch_warnings():  # only around open: the filter is process-wide
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path, formats=FORMATS)
         _check_pixels(image.width, image.height)
         factor = -(-max(image.size) // MAX_SIDE)
         if factor > 1 and image.format == "JPEG":
             image.draft(image.mode, (image.width // factor, image.height // factor))  # decode at 1/2..1/8
         image.load()
     except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"could not read image: {path}: {e}") from e
+        accepted = ", ".join(FORMATS)
+        raise ValueError(f"could not read image: {path}: {e} (accepted formats: {accepted})") from e
+    factor = -(-max(image.size) // MAX_SIDE)
+    if factor > 1 and image.mode.startswith("I;16"):
+        image = Image.fromarray(np.asarray(image)[::factor, ::factor].astype(np.int32))  # no reduce() for it
+    elif factor > 1 and image.mode not in ("1", "P"):  # those two are 1 byte a pixel or less as they are
+        image = image.reduce(factor)
     ImageOps.exif_transpose(image, in_place=True)  # phone photos are stored sideways
     return image
 

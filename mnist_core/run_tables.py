@@ -22,11 +22,14 @@ HISTORY_COLUMNS = (
 EPOCH_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
-def status(run) -> dict:
-    """A run (or None) as a JSON-friendly dict: phase, position, speed, latest metrics, result."""
+def status(run, queued: tuple[int, float] | None = None) -> dict:
+    """A run (or None) as a JSON-friendly dict: phase, position, speed, latest metrics, result.
+
+    `queued`: (place in the queue, seconds until it should start) of a waiting run.
+    """
     if run is None:
         return {"run": None, "status": "idle", "updates": 0, "message": "no training run yet"}
-    records = list(run.job.records)
+    records = list(run.job.records) if run.job is not None else []
     batches = [r for r in records if r["type"] == "batch"]
     epochs = [r for r in records if r["type"] == "epoch"]
     start = next((r for r in records if r["type"] == "start"), {})
@@ -36,7 +39,7 @@ def status(run) -> dict:
         "status": "stopping" if run.phase == "running" and run.stop_requested else run.phase,
         "config": run.config.to_dict(),
         "epochs": run.config.epochs,
-        "epoch": run.job.epoch,
+        "epoch": run.job.epoch if run.job is not None else 0,
         "steps": start.get("steps"),
         "samples": start.get("samples"),
         "updates": len(batches) + len(epochs),
@@ -44,13 +47,15 @@ def status(run) -> dict:
         "model": run.model_name,
         "message": run.message,
     }
+    if queued is not None:
+        result.update(queue_position=queued[0], starts_in_seconds=round(queued[1], 1))
     if batches:
         last = batches[-1]
         result.update({key: last[key] for key in ("step", "loss", "accuracy", "samples_per_second")})
         result.update(progress=last["progress"], eta_seconds=last["eta_seconds"], elapsed=last["elapsed"])
     if epochs:
         result.update(val_loss=epochs[-1]["val_loss"], val_accuracy=epochs[-1]["val_accuracy"])
-    if not run.active:
+    if not run.active and not run.waiting:
         result.update(progress=1.0 if run.phase == "finished" else result.get("progress", 0.0), eta_seconds=0)
     return result
 
@@ -60,7 +65,7 @@ def curves(runs: list, compare: bool = False) -> dict[str, dict[str, list]]:
     charts = {metric: {"epoch": [], "value": [], "series": []} for metric in ("loss", "accuracy")}
     for run in runs if compare else runs[-1:]:
         prefix = f"run {run.number} " if compare else ""
-        records = list(run.job.records)
+        records = list(run.job.records) if run.job is not None else []
         batches = thin([r for r in records if r["type"] == "batch"], MAX_CURVE_POINTS)
         epochs = [r for r in records if r["type"] == "epoch"]
         for metric, chart in charts.items():
@@ -77,7 +82,7 @@ def curves(runs: list, compare: bool = False) -> dict[str, dict[str, list]]:
 
 def epoch_table(run) -> dict[str, list]:
     """Per-epoch metrics of a run (or None: no rows)."""
-    epochs = [r for r in (run.job.records if run else []) if r["type"] == "epoch"]
+    epochs = [r for r in (run.job.records if run and run.job else []) if r["type"] == "epoch"]
     table = {"epoch": [r["epoch"] for r in epochs]}
     table.update({key: [round(r[key], 4) for r in epochs] for key in EPOCH_COLUMNS[1:-1]})
     table["seconds"] = [round(r["epoch_seconds"], 1) for r in epochs]
@@ -85,7 +90,7 @@ def epoch_table(run) -> dict[str, list]:
 
 
 def history_table(runs: list) -> dict[str, list]:
-    """One row per run, newest first."""
+    """One row per run, newest first (a visitor's own runs, or every run for the class board)."""
     rows = [
         {
             "run": run.number,
@@ -101,6 +106,36 @@ def history_table(runs: list) -> dict[str, list]:
         for run in reversed(runs)
     ]
     return {column: [row[column] for row in rows] for column in HISTORY_COLUMNS}
+
+
+BOARD_COLUMNS = (
+    "run",
+    "who",
+    "network",
+    "epochs",
+    "batch size",
+    "training images",
+    "status",
+    "test accuracy",
+)
+
+
+def board_table(runs: list) -> dict[str, list]:
+    """The class board: every run on the server, newest first; "who" only when the visitor typed a name."""
+    rows = [
+        {
+            "run": run.number,
+            "who": run.owner_name,
+            "network": run.config.arch.upper(),
+            "epochs": run.config.epochs,
+            "batch size": run.config.batch_size,
+            "training images": run.config.train_size,
+            "status": run.phase,
+            "test accuracy": None if run.test_accuracy is None else round(run.test_accuracy, 4),
+        }
+        for run in reversed(runs)
+    ]
+    return {column: [row[column] for row in rows] for column in BOARD_COLUMNS}
 
 
 def thin(records: list, limit: int) -> list:

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +21,6 @@ FORMAT_VERSION = 1
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _TEMP_MARK = ".tmp-"
-# Starts with "." so it can never be taken for a model name or a model's sidecar.
-ACTIVE_FILE = ".active-model.json"
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +132,17 @@ def _sha256(path: Path) -> str:
 
 
 def save_model(
-    model, path, *, config: dict | None = None, metrics: dict | None = None, command: str | None = None
+    model,
+    path,
+    *,
+    config: dict | None = None,
+    metrics: dict | None = None,
+    command: str | None = None,
+    owner: str | None = None,
 ) -> Path:
     """Save `model` to a .keras file plus `<name>.json` metadata, atomically; returns the model path.
+
+    `owner`: a digest of the visitor who trained it (visitors.owner_key); None for the operator's models.
 
     Both temp files are written and synced first, then the model is renamed into place, then the JSON.
     A crash between the two renames leaves a sidecar whose model_sha256 does not match the model, and
@@ -166,6 +173,7 @@ def save_model(
             "config": config,
             "metrics": metrics,
             "command": command,
+            **({"owner": owner} if owner else {}),
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
             "model_sha256": _sha256(temp_model),
@@ -292,6 +300,48 @@ def list_models(models_dir: str | os.PathLike) -> list[ModelInfo]:
     return infos
 
 
+class ModelCatalog:
+    """list_models of one folder, reading a model's metadata (and hashing its file) only when its name,
+    size or modification time changed since the last listing."""
+
+    def __init__(self, models_dir: str | os.PathLike):
+        self.directory = Path(models_dir)
+        self._known: dict[str, tuple[tuple, ModelInfo]] = {}
+        self._lock = threading.Lock()
+
+    def list(self) -> list[ModelInfo]:
+        """The models in the folder: "default" first, then newest first (as list_models)."""
+        paths = self.directory.iterdir() if self.directory.is_dir() else ()
+        infos, seen = [], set()
+        with self._lock:
+            for path in paths:
+                if path.suffix.lower() not in MODEL_SUFFIXES or path.name.startswith("."):
+                    continue
+                try:
+                    stat = path.stat()
+                    side = sidecar_path(path).stat().st_mtime_ns if sidecar_path(path).exists() else 0
+                except OSError:
+                    continue
+                key = (stat.st_size, stat.st_mtime_ns, side)
+                known = self._known.get(path.name)
+                if known is None or known[0] != key:
+                    known = (key, ModelInfo(path.stem, path, read_metadata(path)))
+                    self._known[path.name] = known
+                infos.append(known[1])
+                seen.add(path.name)
+            for gone in set(self._known) - seen:
+                del self._known[gone]
+        infos.sort(key=lambda info: (info.name != "default", -_created(info), info.name))
+        return infos
+
+
+def delete_model(path: str | os.PathLike) -> None:
+    """Remove a saved model and its metadata (the model file last: a listing never shows half a model)."""
+    path = Path(path)
+    sidecar_path(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
 def check_model_name(name) -> str:
     """`name` when it is a bare model name (no folder, no '..'); ValueError saying what is allowed."""
     return _check_name(name)
@@ -336,23 +386,3 @@ def new_model_name(
         counter += 1
         name = f"{base}-{counter}"
     return name
-
-
-def write_active_name(models_dir: str | os.PathLike, name: str) -> Path:
-    """Remember `name` as the active model of `models_dir` (the name only, written atomically)."""
-    _check_name(name)
-    return atomic_write_bytes(Path(models_dir) / ACTIVE_FILE, json.dumps({"active": name}).encode())
-
-
-def read_active_name(models_dir: str | os.PathLike) -> str | None:
-    """The name write_active_name remembered; None, with a log line, when it is missing or not valid."""
-    path = Path(models_dir) / ACTIVE_FILE
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.loads(f.read(4096))  # a few bytes when valid; never read a huge file
-        return _check_name(state.get("active") if isinstance(state, dict) else None)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:  # ValueError: bad JSON, bad UTF-8 or an invalid name
-        logger.warning("ignoring %s, starting with the default model instead: %s", path, error)
-        return None

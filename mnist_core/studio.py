@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +21,13 @@ from .data import Mnist, MnistDataError, MnistNotFoundError, class_counts, load_
 from .predict import Predictor
 from .preprocess import to_mnist
 from .runs import GALLERY_SCALE, Run, Runs
-from .store import (
-    ModelFileError,
-    ModelInfo,
-    check_model_name,
-    clean_stale_temps,
-    list_models,
-    read_active_name,
-    read_metadata,
-    write_active_name,
-)
+from .store import ModelCatalog, ModelFileError, ModelInfo, check_model_name, clean_stale_temps, read_metadata
+from .visitors import Visitor, Visitors, owner_key
 
 logger = logging.getLogger(__name__)
 
 MODEL_WAIT_SECONDS = 30.0  # a prediction that arrives while TensorFlow loads waits this long, then fails
+MAX_LOADED_MODELS = 6  # models kept in memory for the visitors drawing with them (~1-4 MB each)
 
 
 class ModelNotReady(RuntimeError):
@@ -59,11 +53,17 @@ class Studio:
         model_path=None,
         training: bool = True,
         max_runs_per_hour: int | None = None,
+        idle_seconds: float | None = None,
+        **run_limits,
     ):
         self.models_dir = Path(models_dir)
         self.data_path = data_path
         self.model_path = Path(model_path) if model_path else None
-        self.predictor = Predictor()
+        self.predictor = Predictor()  # the default model's: what newcomers draw with
+        self.catalog = ModelCatalog(self.models_dir)
+        self.visitors = Visitors(idle_seconds) if idle_seconds else Visitors()
+        self._predictors: OrderedDict[str, tuple[Predictor, str]] = OrderedDict()  # name -> (it, label)
+        self._predictors_lock = threading.Lock()
         self.model_label = ""
         self.model_error = ""
         self.model_version = 0  # bumped on every swap and every saved model, so pollers notice
@@ -76,7 +76,7 @@ class Studio:
         self._data_tried = False
         self._data_lock = threading.Lock()
         self._overviews: dict[str, tuple] = {}
-        self.runs_manager = Runs(self, training=training, max_runs_per_hour=max_runs_per_hour)
+        self.runs_manager = Runs(self, training=training, max_runs_per_hour=max_runs_per_hour, **run_limits)
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class Studio:
                 )
             for info in candidates:
                 try:
-                    self.activate(info, remember=False)
+                    self.activate(info)
                     break
                 except ModelFileError as error:
                     if info is candidates[-1]:
@@ -117,22 +117,14 @@ class Studio:
             self.data()  # on failure data_error holds the explanation the Dataset and Train tabs show
 
     def _startup_models(self) -> list[ModelInfo]:
-        """The models to try at start-up, in order: --model, else the remembered one, then the first."""
+        """The models to try at start-up, in order: --model, else "default", else the newest."""
         models = self.models()
         if self.model_path is not None:
             if not self.model_path.is_file():
                 raise FileNotFoundError(f"model file {str(self.model_path)!r} does not exist")
             target = self.model_path.resolve()
             return [next(info for info in models if info.path.resolve() == target)]
-        first = models[:1]  # list_models puts "default" first, then the newest
-        remembered = read_active_name(self.models_dir)
-        if remembered is None:
-            return first
-        info = next((info for info in models if info.name == remembered), None)
-        if info is None:
-            logger.warning("the last active model %r is gone from %s", remembered, self.models_dir)
-            return first
-        return [info] + [other for other in first if other is not info]
+        return models[:1]  # list_models puts "default" first, then the newest
 
     def wait_for_model(self, timeout: float | None = MODEL_WAIT_SECONDS) -> bool:
         """True once the start-up load has ended (with or without a model)."""
@@ -145,8 +137,8 @@ class Studio:
     # --- models ---------------------------------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        """The models the picker offers: the --model file (if outside the models dir), then the dir's."""
-        infos = list_models(self.models_dir)
+        """Every model: the --model file (if outside the models dir), then the dir's (see catalog)."""
+        infos = self.catalog.list()
         if self.model_path is not None and self.model_path.is_file():
             known = {info.path.resolve() for info in infos}
             if self.model_path.resolve() not in known:
@@ -155,57 +147,138 @@ class Studio:
                 )
         return infos
 
-    def model_choices(self) -> list[tuple[str, str]]:
-        """(label, name) pairs for a picker, labels carrying the test accuracy."""
-        return [(model_label(info), info.name) for info in self.models()]
+    def visible_models(self, visitor: Visitor | None = None) -> list[ModelInfo]:
+        """The models a visitor may pick: the operator's (no owner) and the ones this visitor trained."""
+        mine = owner_key(visitor.id) if visitor else None
+        return [info for info in self.models() if info.metadata.get("owner") in (None, mine)]
+
+    def model_choices(self, visitor: Visitor | None = None) -> list[tuple[str, str]]:
+        """(label, name) pairs for a visitor's picker, labels carrying the test accuracy."""
+        return [(model_label(info), info.name) for info in self.visible_models(visitor)]
 
     @property
     def model_name(self) -> str | None:
+        """The operator's default model: what a newcomer draws with."""
         return self.predictor.info.get("name")
 
-    def select_model(self, name: str) -> str:
-        """Make the saved model `name` active for everyone; returns its label."""
+    def visitor_model(self, visitor: Visitor | None) -> str | None:
+        """The name of the model `visitor` draws with."""
+        return (visitor.model_name if visitor else None) or self.model_name
+
+    def visitor_label(self, visitor: Visitor | None) -> str:
+        """The picker label of the model `visitor` draws with."""
+        name = self.visitor_model(visitor)
+        loaded = self._predictors.get(name)
+        return loaded[1] if loaded else self.model_label
+
+    def select_model(self, name: str, visitor: Visitor | None = None) -> str:
+        """Make the saved model `name` the one `visitor` draws with (None: the default); returns its label."""
         # Only bare names of the models dir (and the --model file the operator named) can be loaded.
         if self.model_path is None or name != str(self.model_path):
             check_model_name(name)
-        models = self.models()
+        models = self.visible_models(visitor) if visitor else self.models()
         info = next((info for info in models if info.name == name), None)
         if info is None:
             available = ", ".join(i.name for i in models) or "none"
             shown = short_repr(name)
             raise ValueError(f"no model named {shown} in {self.models_dir}; available: {available}")
-        self.activate(info)
-        return self.model_label
+        if visitor is None:
+            self.activate(info)
+        else:
+            self._load(info)
+            visitor.model_name = info.name if info.name != self.model_name else None
+            self._forget_unused()
+        return model_label(info)
 
-    def activate(self, info: ModelInfo, model=None, remember: bool = True) -> None:
-        from .store import load_model  # imports Keras, hence only here
-
+    def activate(self, info: ModelInfo, model=None) -> None:
+        """Make `info` the default model, the one newcomers draw with."""
         with self._model_lock:
-            if model is None:
-                model, _ = load_model(info.path)
-            self.predictor.set_model(model, {"name": info.name, "path": str(info.path)})
+            predictor = self._load(info, model)
+            self.predictor = predictor
             self.model_label = model_label(info)
             self.model_error = ""
             self.model_version += 1
-            if remember:  # under the lock, so the file names the model of the last swap
-                self._remember(info)
+        self._forget_unused()
 
-    def _remember(self, info: ModelInfo) -> None:
-        """Note the active model's name in the models dir, so that a restarted app comes back with it."""
-        if info.path.parent.resolve() != self.models_dir.resolve():
-            return  # a --model file from elsewhere: the command line names it again at the next start
-        try:
-            write_active_name(self.models_dir, info.name)
-        except (OSError, ValueError) as error:  # e.g. a read-only models dir: the swap itself stands
-            logger.warning("could not remember the active model %r: %s", info.name, error)
+    def adopt(self, visitor: Visitor, info: ModelInfo, model) -> None:
+        """A model `visitor` just trained becomes the one they draw with."""
+        self._load(info, model)
+        visitor.model_name = info.name
+        self.model_version += 1
+        self._forget_unused()
+
+    def _forget_unused(self) -> None:
+        """Let go of loaded models nobody draws with any more (their Keras models, their traced calls)."""
+        keep = self.visitors.active_models() | {self.model_name}
+        with self._predictors_lock:
+            for name in [name for name in self._predictors if name not in keep]:
+                del self._predictors[name]
+
+    def _load(self, info: ModelInfo, model=None) -> Predictor:
+        """The Predictor of `info`, loaded if need be; at most MAX_LOADED_MODELS stay in memory."""
+        from .store import load_model  # imports Keras, hence only here
+
+        with self._predictors_lock:
+            loaded = self._predictors.get(info.name)
+            if loaded is not None and model is None:
+                self._predictors.move_to_end(info.name)
+                return loaded[0]
+        if model is None:
+            model, _ = load_model(info.path)
+        predictor = Predictor(model, {"name": info.name, "path": str(info.path)})
+        with self._predictors_lock:
+            self._predictors[info.name] = (predictor, model_label(info))
+            self._predictors.move_to_end(info.name)
+            default = self.model_name
+            for name in list(self._predictors):
+                if len(self._predictors) <= MAX_LOADED_MODELS:
+                    break
+                if name not in (default, info.name):
+                    del self._predictors[name]  # loaded again from its file when someone draws with it
+        return predictor
+
+    def predictor_for(self, visitor: Visitor | None) -> Predictor:
+        """The Predictor of the model `visitor` draws with; the default if theirs is gone."""
+        name = visitor.model_name if visitor else None
+        if name and name != self.model_name:
+            loaded = self._predictors.get(name)
+            if loaded is not None:
+                return loaded[0]
+            info = next((i for i in self.models() if i.name == name), None)
+            if info is not None:
+                return self._load(info)
+            visitor.model_name = None  # deleted since: back to the default
+        return self.predictor
+
+    def prune_models(self, keep: int) -> list[str]:
+        """Delete the oldest models saved by runs beyond `keep`, never the default or one in use."""
+        from .store import delete_model
+
+        made = [info for info in self.catalog.list() if info.metadata.get("owner")]  # newest first
+        in_use = self.visitors.active_models() | {self.model_name}
+        removed = []
+        for info in made[keep:]:
+            if info.name in in_use:
+                continue
+            try:
+                delete_model(info.path)
+            except OSError as error:
+                logger.warning("could not delete the old model %s: %s", info.name, error)
+                continue
+            with self._predictors_lock:
+                self._predictors.pop(info.name, None)
+            removed.append(info.name)
+        if removed:
+            self.model_version += 1
+        return removed
 
     # --- prediction -----------------------------------------------------------------------------
 
-    def classify(self, value, wait: float = MODEL_WAIT_SECONDS) -> tuple[np.ndarray, np.ndarray] | None:
+    def classify(self, value, wait: float = MODEL_WAIT_SECONDS, visitor: Visitor | None = None):
         """(28x28 image the model sees, 10 probabilities) for an upload; None if nothing is drawn."""
-        return self.classify_image(to_mnist(value), wait)
+        return self.classify_image(to_mnist(value), wait, visitor)
 
-    def classify_image(self, image, wait: float = MODEL_WAIT_SECONDS) -> tuple[np.ndarray, np.ndarray] | None:
+    def classify_image(self, image, wait: float = MODEL_WAIT_SECONDS, visitor: Visitor | None = None):
         """(image, 10 probabilities) of a preprocessed (28, 28) image; None stays None (nothing drawn)."""
         if image is None:
             return None  # checked before waiting, so an empty canvas never waits for TensorFlow
@@ -213,7 +286,7 @@ class Studio:
             raise ModelNotReady("the model is still loading; try again in a few seconds")
         if not self.predictor.has_model:
             raise ValueError(f"no model is active: {self.model_error}")
-        return image, self.predictor.predict(image)
+        return image, self.predictor_for(visitor).predict(image)
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -273,27 +346,33 @@ class Studio:
     def training(self) -> bool:
         return self.runs_manager.training
 
-    def latest_run(self) -> Run | None:
-        return self.runs_manager.latest()
+    def latest_run(self, visitor: Visitor | None = None) -> Run | None:
+        """The newest run of `visitor` (None: the operator's)."""
+        return self.runs_manager.latest(visitor.id if visitor else None)
+
+    def runs_of(self, visitor: Visitor | None = None) -> list[Run]:
+        return self.runs_manager.of(visitor.id if visitor else None)
 
     def check_training(self) -> None:
         self.runs_manager.check_training()
 
-    def start_run(self, config: TrainConfig, visitor: str | None = None) -> Run:
-        """Start a run (runs.Runs.start): BusyError while another trains, RunLimitError past the cap."""
+    def start_run(self, config: TrainConfig, visitor: Visitor | None = None) -> Run:
+        """Queue a run (runs.Runs.start); RunLimitError past a cap, BusyError when the queue is full."""
         return self.runs_manager.start(config, visitor)
 
-    def stop_run(self) -> Run | None:
-        """Ask the training run to stop; the run, or None if none trains."""
-        return self.runs_manager.stop()
+    def stop_run(self, visitor: Visitor | None = None) -> Run | None:
+        """Stop the visitor's training run or cancel their waiting one; the run, or None if they have none."""
+        return self.runs_manager.stop(visitor)
 
-    def status(self) -> dict:
-        """The latest run as a JSON-friendly dict (run_tables.status)."""
-        return run_tables.status(self.latest_run())
+    def status(self, visitor: Visitor | None = None) -> dict:
+        """The visitor's latest run as a JSON-friendly dict (run_tables.status), with its queue place."""
+        run = self.latest_run(visitor)
+        return run_tables.status(run, self.runs_manager.position(run) if run else None)
 
-    def version(self) -> tuple:
-        """Changes whenever anything the Train tab or the model picker shows changes."""
-        return (*self.runs_manager.version(), self.model_version, self.loading, self.data_status()[1])
+    def version(self, visitor: Visitor | None = None) -> tuple:
+        """Changes whenever anything the visitor's Train tab or model picker shows changes."""
+        owner = visitor.id if visitor else None
+        return (*self.runs_manager.version(owner), self.model_version, self.loading, self.data_status()[1])
 
 
 def preset_values(arch: str) -> dict:

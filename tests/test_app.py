@@ -285,7 +285,7 @@ def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(ap
     labels = {name: label for label, name in picker["choices"]}
     assert f"{status['test_accuracy']:.2%} test accuracy" in labels[status["model"]]
     assert "default" in labels
-    charts = chart_series(poll[4])  # inline SVG: a line per series, a dot per point when few
+    charts = chart_series(poll[2])  # the live view: a line per series, a dot per point when few
     assert set(charts) == {"loss-chart", "accuracy-chart"}
     for chart in charts.values():
         assert set(chart) == {"train", "validation"}, charts
@@ -300,24 +300,32 @@ def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(ap
     assert status_line.startswith("Active model: default") and "Draw a digit" in value["html"]
 
 
-def test_a_second_run_is_refused_and_stop_stops_the_first(app, tmp_path, mnist):
+def test_runs_of_two_visitors_queue_and_only_the_owner_can_stop_a_run(app, tmp_path, mnist):
     saved_before = sorted(app.models_dir.iterdir())
     app.call("mlp", 50, 32, 0.001, 60000, api_name="/train")
     running = app.wait_for(lambda s: s["updates"] >= 1)
 
-    # Another visitor (a reloaded page is one) finds the run in progress and its curves so far.
-    visitor = Client(app.url, verbose=False).predict(False, api_name="/poll")
-    assert f"Run {running['run']}" in visitor[3] and "samples/s" in visitor[3]
-    assert chart_series(visitor[4])["loss-chart"]["train"][0] >= 1
+    # Another visitor (another client, as another browser is) sees their own empty Train tab, and the
+    # run on the class board.
+    other = Client(app.url, verbose=False)
+    view = other.predict(False, api_name="/poll")
+    assert "No run yet" in view[2] and chart_series(view[2])["loss-chart"] == {}
+    board = re.search(r'<table id="board".*?</table>', view[3], re.S)[0]  # the class board
+    assert f"<tr><td>{running['run']}</td>" in board and "<td>running</td>" in board, board
     # Predictions do not wait behind the training job.
     path = scan(mnist.x_test[0], tmp_path / "seven.png")
     asked = time.monotonic()
     assert _label(app.call(handle_file(str(path)), api_name="/predict")) == "7"
     assert time.monotonic() - asked < 10
 
-    with pytest.raises(AppError) as raised:
+    # One run at a time each: the owner's second is refused; the other visitor's waits in the queue.
+    with pytest.raises(AppError, match="one run at a time"):
         app.call("cnn", 1, 128, 0.003, 1000, api_name="/train")
-    assert "already in progress" in str(raised.value)
+    queued = other.predict("cnn", 1, 128, 0.003, 1000, api_name="/train")
+    assert queued["status"] == "queued" and queued["queue_position"] == 1 and queued["starts_in_seconds"] > 0
+    # Nobody but its owner stops a run: the other visitor's Stop takes their own run out of the queue.
+    assert other.predict(api_name="/stop")["status"] == "cancelled"
+    assert app.status()["status"] == "running"
 
     asked = time.monotonic()
     assert app.call(api_name="/stop")["status"] in ("stopping", "stopped")

@@ -379,23 +379,44 @@ def test_stop_ends_a_long_run_within_its_first_epochs(page):
     expect(progress).to_contain_text("Stopped during epoch")
 
 
-def test_a_visitor_on_the_draw_tab_sees_another_choose_the_active_model(browser, app_url, page):
-    visitor = open_app(browser, app_url)  # stays on the Draw tab
+def test_two_browsers_each_keep_their_own_model_runs_and_curves(browser, app_url):
+    # Two people on one server: one trains and picks models, the other only draws; each page keeps its
+    # own model, runs and curves, also across a reload; the class board shows both runs to both.
+    trainer, drawer = open_app(browser, app_url), open_app(browser, app_url)
     try:
-        status = visitor.get_by_text(re.compile(r"^Active model: "))
-        expect(status).to_be_visible(timeout=60_000)
-        active = status.inner_text().removeprefix("Active model: ").split(" · ")[0]
-        picker = page.get_by_role("combobox", name="Model")
-        picker.click()
-        others = page.get_by_role("option").filter(has_not_text=re.compile(rf"^{re.escape(active)} · "))
-        if not others.count():
-            pytest.skip("one model only: the training tests above make a second one")
-        chosen = others.first.inner_text().split(" · ")[0]
-        others.first.click()
-        now_active = re.compile(rf"^Active model: {re.escape(chosen)} · ")
-        expect(page.get_by_text(now_active)).to_be_visible(timeout=30_000)
-        # The model is active for everyone; the visitor's page polls the server every second.
-        expect(visitor.get_by_text(now_active)).to_be_visible(timeout=10_000)
+        for page in (trainer, drawer):
+            expect(page.locator("#model-status")).to_contain_text("Active model: default", timeout=60_000)
+        open_tab(trainer, "Train")
+        name = trainer.get_by_label(re.compile(r"^Your name on the class board"))
+        name.fill("Ada")
+        name.press("Enter")
+        progress = trainer.locator("#train-progress")
+        earlier = re.search(r"Run (\d+)", progress.inner_text())
+        set_training(trainer, epochs=1, batch_size=128, train_size=1000)
+        trainer.get_by_role("button", name="Train", exact=True).click()
+        expect(progress).to_contain_text("finished", timeout=TRAIN_SECONDS * 1000)
+        run = int(re.search(r"Run (\d+)", progress.inner_text())[1])
+        assert earlier is None or run > int(earlier[1])
+        # The trainer now draws with the model of their run; the other visitor still with the default.
+        expect(trainer.locator("#model-status")).to_contain_text("Active model: mlp-", timeout=30_000)
+        drawer.wait_for_timeout(2500)  # two polls
+        expect(drawer.locator("#model-status")).to_contain_text("Active model: default")
+        open_tab(drawer, "Train")
+        expect(drawer.locator("#train-progress")).to_contain_text("No run yet")  # not the trainer's run
+        assert chart_points(drawer, "#loss-chart") == 0
+        board = drawer.locator("#board")
+        expect(board).to_contain_text("Ada", timeout=10_000)  # the class board shows everyone's runs
+        # A reload keeps the visitor: same model, same runs.
+        trainer.reload()
+        trainer.locator("#draw-canvas").wait_for()
+        expect(trainer.locator("#model-status")).to_contain_text("Active model: mlp-", timeout=30_000)
+        open_tab(trainer, "Train")
+        expect(trainer.locator("#train-progress")).to_contain_text(f"Run {run}", timeout=10_000)
+        # The drawer's Stop cannot touch anyone else's run.
+        drawer.get_by_role("button", name="Stop", exact=True).click()
+        expect(drawer.get_by_text("You have no training run in progress or waiting.")).to_be_visible()
     finally:
-        shot(visitor, "visitor-draw-tab")
-        visitor.context.close()
+        shot(trainer, "two-visitors-trainer")
+        shot(drawer, "two-visitors-drawer")
+        trainer.context.close()
+        drawer.context.close()

@@ -145,3 +145,36 @@ def test_short_load_test_while_training(tmp_path, mnist_dir, route):
     }
     assert report["all_met"] == all(target["met"] for target in report["targets"].values())
     assert "targets" in done.stdout and "latency p95" in done.stdout
+
+
+@pytest.mark.slow
+def test_short_classroom_queues_runs_in_order_and_refuses_every_attack(tmp_path, mnist_dir):
+    # The classroom scenario in small: 6 open pages (2 of them training), 1 hostile client. Latency and
+    # memory targets belong to the full run (scripts/loadtest.py --scenario classroom, BENCHMARKS.md); here:
+    # the class is served without errors, runs train one at a time in order and their owners see their
+    # curves, and every attack gets a refusal.
+    out = tmp_path / "classroom.json"
+    command = [sys.executable, "scripts/loadtest.py", "--scenario", "classroom", "--visitors", "6"]
+    command += ["--trainers", "2", "--hostile", "1", "--duration", "20", "--warmup", "2"]
+    command += ["--data", str(mnist_dir), "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    targets = report["targets"]
+    assert targets["errors"]["met"], report["errors_sample"]
+    assert report["strokes"] > 6 * 5 and report["polls"] > 6 * 10 and report["right"] >= 0.9
+    assert targets["runs_trained_in_order"]["met"], report["runs"]
+    assert targets["owners_saw_their_curves"]["met"], report["runs"]
+    assert [run["run"] for run in report["runs"]] == sorted(run["run"] for run in report["runs"])
+    assert targets["attacks_refused_clearly"]["met"], report["attacks"]
+    assert set(report["attacks"]) == {
+        "photo_bomb",
+        "big_body",
+        "many_points",
+        "skip_the_queue",
+        "burst",
+        "stop_others",
+        "path_as_model",
+    }
+    assert report["stroke_ms"]["p50"] > 0 and report["poll_ms"]["p50"] > 0
+    assert "classroom:" in done.stdout and "attack" in done.stdout

@@ -19,7 +19,6 @@ import pytest
 from mnist_core import store
 from mnist_core.models import build_model
 from mnist_core.store import (
-    ACTIVE_FILE,
     FORMAT_VERSION,
     ModelFileError,
     check_model_shape,
@@ -27,10 +26,8 @@ from mnist_core.store import (
     list_models,
     load_model,
     new_model_name,
-    read_active_name,
     resolve_model_name,
     save_model,
-    write_active_name,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -394,22 +391,3 @@ def test_clean_stale_temps_removes_only_temps_of_dead_processes(tmp_path):
     assert sorted(clean_stale_temps(tmp_path)) == sorted(stale)
     assert sorted(tmp_path.iterdir()) == sorted(live)
     assert clean_stale_temps(tmp_path / "absent") == []
-
-
-def test_active_name_round_trip_and_bad_state_files(tmp_path, caplog):
-    assert read_active_name(tmp_path) is None  # no file: quietly nothing
-    assert not caplog.records
-    write_active_name(tmp_path, "cnn-20261125-190102")
-    assert read_active_name(tmp_path) == "cnn-20261125-190102"
-    assert json.loads((tmp_path / ACTIVE_FILE).read_text()) == {"active": "cnn-20261125-190102"}
-    assert _temp_files(tmp_path) == [ACTIVE_FILE]
-    with pytest.raises(ValueError, match="invalid model name"):
-        write_active_name(tmp_path, "../elsewhere")
-    assert read_active_name(tmp_path) == "cnn-20261125-190102"  # the refused write changed nothing
-    bad = [b"{not json", b"\xff\xfe", b'{"active": "../../etc/passwd"}', b'["default"]', b"x" * 10**6]
-    for content in bad:
-        (tmp_path / ACTIVE_FILE).write_bytes(content)
-        caplog.clear()
-        assert read_active_name(tmp_path) is None
-        assert "ignoring" in caplog.text and ACTIVE_FILE in caplog.text
-    assert list_models(tmp_path) == []  # the state file is never taken for a model

@@ -18,6 +18,7 @@ from mnist_core.studio import Studio
 from ui.charts import MARKERS_BELOW
 from ui.draw import EMPTY_ANSWER, DrawTab
 from ui.errors import friendly_errors
+from ui.session import Sessions
 from ui.train import TrainTab, describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_the_server_reads_the_strokes_as_the_canvas_draws_them():
 
 
 def test_a_stroke_message_gets_the_answer_with_its_number(studio):
-    tab = DrawTab(studio)
+    tab = DrawTab(studio, Sessions(studio))
     for digit in (0, 1, 3, 7):
         answer = tab.classify_strokes({"seq": 41 + digit, "strokes": strokes_of(digit)})
         assert answer["seq"] == 41 + digit
@@ -89,14 +90,14 @@ def test_a_stroke_message_gets_the_answer_with_its_number(studio):
     ],
 )
 def test_a_bad_stroke_message_is_answered_with_a_message_not_a_failure(studio, drawing, expected):
-    answer = DrawTab(studio).classify_strokes(drawing)
+    answer = DrawTab(studio, Sessions(studio)).classify_strokes(drawing)
     assert expected in answer["html"] and 'class="answer empty error"' in answer["html"]
     assert shown_digit(answer["html"]) is None
     assert len(answer["html"]) < 1000  # a huge value is never echoed back
 
 
 def test_a_photo_is_read_and_picking_a_model_keeps_its_answer(studio, mnist, tmp_path):
-    tab = DrawTab(studio)
+    tab = DrawTab(studio, Sessions(studio))
     index = int(np.flatnonzero(mnist.y_test == 2)[0])
     photo = str(scan(mnist.x_test[index], tmp_path / "two.png"))
     drawing = {"seq": 5, "source": "sketch", "strokes": strokes_of(7), "html": ""}
@@ -122,23 +123,24 @@ def test_core_errors_reach_the_page_as_messages():
         handler()
     assert caught.value.title == "Invalid input" and "expected a value in [1, 100]" in caught.value.message
     with pytest.raises(gr.Error, match="no model named"):
-        DrawTab(Studio(ROOT / "models")).select_model("no-such-model", None, None)
+        empty = Studio(ROOT / "models")
+        DrawTab(empty, Sessions(empty)).select_model("no-such-model", None, None)
 
 
 @pytest.mark.slow
 def test_a_one_epoch_run_on_1000_images_shows_its_points_never_an_empty_chart(studio):
-    tab = TrainTab(studio)
+    tab = TrainTab(studio, Sessions(studio))
     status = tab.train("mlp", 1, 128, 0.001, 1000, None)  # 8 batches
     assert status["status"] == "running"
     deadline = time.monotonic() + 180
     while studio.latest_run().active:  # trained, then evaluated and saved
         assert time.monotonic() < deadline, studio.status()
         time.sleep(0.1)
-    keys = tab.poll_keys(False)
-    data, progress, curves, epochs, history, status, *_ = tab.poll_part(
-        dict.fromkeys(keys, True), keys, False
-    )
-    assert "finished" in progress and status["status"] == "finished"
+    keys = tab.poll_keys(None, False)
+    live, below, status = tab.poll_part(dict.fromkeys(keys, True), keys, None, False)
+    assert "finished" in live and status["status"] == "finished"
+    assert re.search(r'id="board".*<td>finished</td>', below, re.S)
+    curves = live
     for chart in ("loss-chart", "accuracy-chart"):
         svg = re.search(rf'<svg[^>]*id="{chart}".*?</svg>', curves, re.S)[0]
         series = dict(re.findall(r'data-series="([^"]+)" data-points="(\d+)"', svg))
@@ -146,7 +148,9 @@ def test_a_one_epoch_run_on_1000_images_shows_its_points_never_an_empty_chart(st
         assert int(series["train"]) >= 1 and int(series["validation"]) == 1
         total = sum(int(n) for n in series.values())
         assert total < MARKERS_BELOW * 2 and svg.count('class="marker"') == total  # each point a dot
-    assert len(epochs) == 1 and history["status"].tolist() == ["finished"]
+    epochs = re.search(r'<table id="train-epochs".*?</table>', live, re.S)[0]
+    assert epochs.count("<tr>") == 2  # the header and one epoch
+    assert '<div id="confusion">' in below and below.count("<figure>") >= 1  # the results' images
 
 
 def test_the_progress_line_says_estimating_until_there_is_a_rate():

@@ -67,3 +67,21 @@ def test_lineplot_still_has_no_markers():
 
     value = gr.LinePlot(x="x", y="y").postprocess(pd.DataFrame({"x": [1.0], "y": [2.0]}))
     assert value.mark == "line"
+
+
+def test_a_skipped_output_builds_a_new_component():
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    with gr.Blocks() as demo:
+        status = gr.Markdown("a")
+        button = gr.Button()
+        button.click(lambda: gr.skip(), None, status)
+    state = SessionState(demo)
+    block_fn = demo.fns[0]
+    asyncio.run(demo.postprocess_data(block_fn, gr.skip(), state))
+    assert state[status._id] is not status, "a skip no longer builds a component: revisit ui/train.py's poll"
+    plain = SessionState(demo)
+    asyncio.run(demo.postprocess_data(block_fn, "b", plain))
+    assert plain[status._id] is status  # a plain value reuses the component

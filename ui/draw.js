@@ -11,6 +11,7 @@ let strokes = []; // finished strokes, each a list of [x, y] in canvas pixels
 let undone = []; // strokes taken back by Undo, for Redo
 let current = null; // the stroke being drawn: {id, points}
 let seq = props.value?.seq ?? 0; // number of the latest drawing sent; older answers are dropped
+let visitor = props.value?.visitor ?? null; // who draws: the page's visitor id, set by the page's load
 
 function paint() {
   context.fillStyle = "#ffffff";
@@ -115,7 +116,7 @@ canvas.addEventListener("keydown", (event) => {
 });
 
 function show(html, source = "sketch") {
-  props.value = { seq, source, strokes: strokes.map((points) => points.slice()), html };
+  props.value = { seq, source, visitor, strokes: strokes.map((points) => points.slice()), html };
 }
 
 // One message per change of the drawing; only the answer to the latest one is shown.
@@ -125,7 +126,7 @@ async function send() {
   if (!drawing.length) show(props.empty); // nothing to wait for: the empty state at once
   let answer;
   try {
-    answer = await server.classify_strokes({ seq: mine, strokes: drawing });
+    answer = await server.classify_strokes({ seq: mine, strokes: drawing, visitor });
   } catch (error) {
     answer = { seq: mine, html: props.empty };
     console.error("MNIST Studio: the drawing could not be read", error);
@@ -137,6 +138,7 @@ async function send() {
 // changed since that value was made, its answer is stale; ask again.
 watch("value", () => {
   const value = props.value;
+  if (value?.visitor) visitor = value.visitor;
   if (value?.source === "sketch" && value.seq !== seq) send();
 });
 

@@ -85,13 +85,13 @@ def png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def model_status(studio) -> str:
-    """One line about the active model."""
+def model_status(studio, visitor=None) -> str:
+    """One line about the model this visitor draws with."""
     if studio.loading:
         return "Loading the model (TensorFlow starts in the background)…"
     if not studio.predictor.has_model:
         return f"No model is active: {studio.model_error}"
-    return f"Active model: {studio.model_label}"
+    return f"Active model: {studio.visitor_label(visitor)}"
 
 
 def _label(result) -> dict | None:
@@ -118,62 +118,77 @@ def _strokes(value) -> list:
 class DrawTab:
     """The Draw tab's handlers, its layout and its part of the page's poll."""
 
-    def __init__(self, studio):
+    def __init__(self, studio, sessions):
         self.studio = studio
+        self.sessions = sessions
 
     # --- handlers -------------------------------------------------------------------------------
 
-    def classify(self, strokes):
+    def classify(self, strokes, visitor=None):
         """(28 x 28 image, probabilities) of stroke points on the page's canvas; None if nothing is drawn."""
-        return self.studio.classify_image(strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH))
+        image = strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH)
+        if image is not None and visitor is not None:
+            self.studio.visitors.allow_prediction(visitor)
+        return self.studio.classify_image(image, visitor=visitor)
 
-    def classify_strokes(self, drawing: dict) -> dict:
-        """The page's server function: {seq, strokes} -> {seq, html}; bad input answers with a message."""
+    def classify_strokes(self, drawing: dict, request: gr.Request | None = None) -> dict:
+        """The page's server function: {seq, strokes, visitor} -> {seq, html}; bad input gets a message."""
         try:
             seq = _seq(drawing)
         except ValueError as error:
             return {"seq": None, "html": error_html(error)}
         try:
-            return {"seq": seq, "html": result_html(self.classify(_strokes(drawing)))}
+            visitor = self.sessions.from_token(drawing.get("visitor"), request)
+            return {"seq": seq, "html": result_html(self.classify(_strokes(drawing), visitor))}
         except Exception as error:  # the page shows it in the answer panel; nothing else changes
             return {"seq": seq, "html": error_html(error)}
 
     @friendly_errors
-    def predict(self, image_path):
+    def predict(self, image_path, request: gr.Request = None):
         """The ten probabilities for one image file (a photo or scan of a handwritten digit)."""
-        return _label(self._classify_file(image_path))
+        return _label(self._classify_file(image_path, self.sessions.visitor(request)))
 
     @friendly_errors
-    def predict_strokes(self, strokes):
+    def predict_strokes(self, strokes, request: gr.Request = None):
         """The ten probabilities for stroke points drawn on a 560 px canvas (what the page sends)."""
-        return _label(self.classify(strokes))
+        return _label(self.classify(strokes, self.sessions.visitor(request)))
 
     @friendly_errors
-    def predict_photo(self, image_path, drawing):
+    def predict_photo(self, image_path, drawing, request: gr.Request = None):
         """Show the answer for an uploaded photo in the answer panel; the drawing stays as it is."""
+        visitor = self.sessions.visitor(request)
         value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
         if image_path is None:  # the photo was removed: the drawing's answer again
-            return {**value, "html": result_html(self.classify(value["strokes"]))}
-        return {**value, "source": "photo", "html": result_html(self._classify_file(image_path))}
+            return {**value, "html": result_html(self.classify(value["strokes"], visitor))}
+        return {**value, "source": "photo", "html": result_html(self._classify_file(image_path, visitor))}
 
     @friendly_errors
-    def select_model(self, name, drawing, photo):
-        """Make the chosen model active and read the photo shown, or the drawing, again with it."""
+    def select_model(self, name, drawing, photo, request: gr.Request = None):
+        """Make the chosen model the one this visitor draws with; read the photo shown, or the drawing,
+        again with it. Nobody else's answers change."""
+        visitor = self.sessions.visitor(request)
         value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
-        self.studio.select_model(name)
+        self.studio.select_model(name, visitor)
         try:  # the switch stands; a photo or drawing that cannot be read says so in the answer panel
             if isinstance(drawing, dict) and drawing.get("source") == "photo" and photo:
-                value.update(source="photo", html=result_html(self._classify_file(photo)))
+                value.update(source="photo", html=result_html(self._classify_file(photo, visitor)))
             else:
-                value["html"] = result_html(self.classify(value["strokes"]))
+                value["html"] = result_html(self.classify(value["strokes"], visitor))
         except ValueError as error:
             value["html"] = error_html(error)
-        return model_status(self.studio), value
+        return model_status(self.studio, visitor), value
 
-    def _classify_file(self, path):
+    def active_model(self, request: gr.Request = None) -> dict:
+        """The model this visitor draws with: its name and its picker label."""
+        visitor = self.sessions.visitor(request)
+        return {"name": self.studio.visitor_model(visitor), "label": self.studio.visitor_label(visitor)}
+
+    def _classify_file(self, path, visitor=None):
         """studio.classify of an uploaded file; the message names it by its file name, not its cache path."""
+        if visitor is not None and path is not None:
+            self.studio.visitors.allow_prediction(visitor)
         try:
-            return self.studio.classify(path)
+            return self.studio.classify(path, visitor=visitor)
         except ValueError as error:
             text = str(error)
             if isinstance(path, str) and path:
@@ -187,8 +202,8 @@ class DrawTab:
         studio = self.studio
         tab = self
 
-        def classify_strokes(drawing):  # a plain function: Gradio marks server functions with an attribute
-            return tab.classify_strokes(drawing)
+        def classify_strokes(drawing, request: gr.Request):  # a plain function: see ui/workarounds.py
+            return tab.classify_strokes(drawing, request)
 
         with gr.Row(equal_height=True):
             with gr.Column(scale=2):
@@ -229,6 +244,7 @@ class DrawTab:
             api_name="predict_photo",
             **fast,
         )
+        gr.api(self.active_model, api_name="active_model", concurrency_limit=None, concurrency_id="poll")
         self.model_picker.input(
             self.select_model,
             [self.model_picker, self.pad, self.photo],
@@ -238,14 +254,20 @@ class DrawTab:
             concurrency_id="model",
         )
 
-    def poll_keys(self) -> tuple:
+    def poll_keys(self, visitor) -> tuple:
         """What the tab's poll part shows depends on."""
         studio = self.studio
-        return (studio.model_version, studio.loading, studio.model_error)
+        who = visitor.id if visitor else None
+        return (who, studio.visitor_model(visitor), studio.model_version, studio.loading, studio.model_error)
 
-    def poll_part(self, changed: bool) -> list:
-        """Updates for the model status and picker; skipped when nothing changed."""
-        if not changed:
-            return [gr.skip(), gr.skip()]
+    def poll_part(self, changed: bool, visitor) -> list:
+        """The model status line (sent each time: cheaper than a skip, ui/workarounds.py) and the picker,
+        skipped when nothing changed."""
         studio = self.studio
-        return [model_status(studio), gr.Dropdown(choices=studio.model_choices(), value=studio.model_name)]
+        if not changed:
+            return [model_status(studio, visitor), gr.skip()]
+        choices = studio.model_choices(visitor)
+        return [
+            model_status(studio, visitor),
+            gr.Dropdown(choices=choices, value=studio.visitor_model(visitor)),
+        ]

@@ -7,8 +7,9 @@ from pathlib import Path
 import gradio as gr
 
 from .dataset import DatasetTab
-from .draw import DrawTab
+from .draw import DrawTab, empty_value
 from .errors import friendly_errors
+from .session import Sessions
 from .train import TrainTab
 
 HERE = Path(__file__).resolve().parent
@@ -18,7 +19,8 @@ POLL_SECONDS = 1.0
 
 def build_demo(studio, training: bool = True) -> gr.Blocks:
     """The whole page for one Studio; `training=False` leaves the Train tab out (a read-only demo)."""
-    draw, train, dataset = DrawTab(studio), TrainTab(studio), DatasetTab(studio)
+    sessions = Sessions(studio)
+    draw, train, dataset = DrawTab(studio, sessions), TrainTab(studio, sessions), DatasetTab(studio)
     # Every upload and every image shown stays in Gradio's cache folder; files older than an hour go,
     # checked every 10 minutes, and all of them at a restart.
     with gr.Blocks(title="MNIST Studio", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
@@ -26,6 +28,7 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             "# MNIST Studio\nDraw a digit and watch a neural network read it; train your own network and "
             "see it learn; browse the 70,000 handwritten digits of MNIST."
         )
+        visitor_id = sessions.browser_state()
         with gr.Tabs():
             with gr.Tab("Draw", id="draw"):
                 draw.render()
@@ -34,23 +37,47 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             with gr.Tab("Dataset", id="dataset"):
                 dataset.render(demo.load)
         # Outside the tabs: gradio runs no timer in a tab that was never opened, and a visitor who stays
-        # on Draw must still see the active model change.
+        # on Draw must still see their model change when their run finishes.
         timer = gr.Timer(POLL_SECONDS)
         seen = gr.State({})
 
         @friendly_errors
-        def poll(seen, compare):
-            """Refresh the model picker and the Train tab from the server's state; unchanged parts skip."""
+        def start_session(stored, request: gr.Request = None):
+            """A page has loaded (or an API client asks): its visitor id, kept by the browser."""
+            visitor = sessions.start(stored, request)
+            return visitor, {**empty_value(), "visitor": visitor}
+
+        # First of the load events: the others find this page's visitor.
+        demo.load(
+            start_session, visitor_id, [visitor_id, draw.pad], api_name="session", concurrency_limit=None
+        )
+
+        @friendly_errors
+        def poll(seen, compare, request: gr.Request = None):
+            """Refresh this visitor's model picker and Train tab; parts that did not change are skipped."""
             studio.start_loading()  # a no-op once started; needed under `gradio app.py`, which skips main()
+            visitor = sessions.visitor(request)
             seen = dict(seen or {})
-            keys = {"model": draw.poll_keys(), **train.poll_keys(bool(compare))}
+            keys = {"model": draw.poll_keys(visitor), **train.poll_keys(visitor, bool(compare))}
             changed = {group: seen.get(group) != key for group, key in keys.items()}
-            parts = draw.poll_part(changed["model"]) + train.poll_part(changed, keys, bool(compare))
+            parts = draw.poll_part(changed["model"], visitor)
+            parts += train.poll_part(changed, keys, visitor, bool(compare))
             return *parts, {**seen, **keys}
 
         outputs = [draw.model_status, draw.model_picker, *train.poll_outputs(), seen]
+        # The page's first poll comes right after its visitor is known.
+        demo.load(
+            start_session, visitor_id, [visitor_id, draw.pad], api_name="session", concurrency_limit=None
+        ).then(
+            poll,
+            [seen, train.compare],
+            outputs,
+            api_name="first_poll",
+            api_visibility="private",
+            concurrency_limit=None,
+        )
         gr.on(
-            [demo.load, timer.tick, train.compare.change],
+            [timer.tick, train.compare.change],
             poll,
             [seen, train.compare],
             outputs,

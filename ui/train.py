@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
 import gradio as gr
-import pandas as pd
-from PIL import Image
 
 from mnist_core import run_tables
 from mnist_core.config import LIMITS, PRESETS, TrainConfig
@@ -18,8 +15,8 @@ from .charts import line_chart
 from .draw import png_base64
 from .errors import friendly_errors
 
+RESULTS_CACHED = 64  # runs whose results' HTML is kept ready
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def duration(seconds: float | None) -> str:
@@ -33,7 +30,15 @@ def describe(status: dict) -> tuple[str, str, str]:
     if status["run"] is None:
         return "No run yet", "choose a preset and press Train.", ""
     phase = status["status"]
-    if phase == "running" and "step" not in status:
+    if phase == "queued":
+        place, wait = status.get("queue_position"), status.get("starts_in_seconds")
+        where = (
+            f"waiting in the training queue: {'next' if place == 1 else f'place {place}'}, starts in about "
+            f"{duration(wait)} (press Stop to take it out)"
+        )
+    elif phase == "cancelled":
+        where = "taken out of the queue before it started."
+    elif phase == "running" and "step" not in status:
         where = "starting: preparing the data and building the model…"
     elif phase == "running":
         eta = status.get("eta_seconds")
@@ -84,13 +89,26 @@ def curves_html(runs: list, compare: bool) -> str:
     return f'<div class="curves"><div>{loss}</div><div>{accuracy}</div></div>'
 
 
-def confusion_html(image) -> str:
+def table_html(columns: dict[str, list], table_id: str, caption: str) -> str:
+    """A plain HTML table of columns (run_tables' dicts of lists)."""
+    names = list(columns)
+    rows = zip(*columns.values(), strict=True) if names else []
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'<table id="{table_id}" class="runs"><caption>{html.escape(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def confusion_html(png: bytes | None) -> str:
     """The confusion matrix figure as an inline PNG that scales with its column, never cropped."""
-    if image is None:
+    if png is None:
         return ""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
-    data = base64.b64encode(buffer.getvalue()).decode()
+    data = base64.b64encode(png).decode()
     return (
         '<figure class="confusion"><figcaption>Confusion matrix (rows: true digit)</figcaption>'
         f'<img src="data:image/png;base64,{data}" alt="confusion matrix of the test set"></figure>'
@@ -111,26 +129,17 @@ def mistakes_html(mistakes: list) -> str:
     )
     return (
         '<div class="mistakes"><div class="label">Misclassified test digits: true → predicted '
-        f"(confidence), {len(mistakes)} shown</div><div class=\"grid pixelated\">{items}</div></div>"
+        f'(confidence), {len(mistakes)} shown</div><div class="grid pixelated">{items}</div></div>'
     )
-
-
-def visitor(request: gr.Request | None) -> str | None:
-    """Who is asking, for the per-visitor run limit: the client's address."""
-    if request is None or request.client is None:
-        return None
-    host = request.client.host
-    forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[-1].strip()
-    # A share link arrives through a local tunnel, which appends the visitor's address last; the header
-    # is trusted only from loopback, since any remote client could write one.
-    return forwarded if forwarded and host in LOOPBACK else host
 
 
 class TrainTab:
     """The Train tab's handlers, its layout and its part of the page's poll."""
 
-    def __init__(self, studio):
+    def __init__(self, studio, sessions):
         self.studio = studio
+        self.sessions = sessions
+        self._results: dict[tuple, str] = {}  # (run, phase, has images) -> its results' HTML
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -141,43 +150,81 @@ class TrainTab:
         return values["epochs"], values["batch_size"], values["learning_rate"], values["train_size"]
 
     @friendly_errors
-    def train(self, arch, epochs, batch_size, learning_rate, train_size, request: gr.Request):
-        """Start a training run and return at once; the timer shows its progress."""
+    def train(self, arch, epochs, batch_size, learning_rate, train_size, request: gr.Request = None):
+        """Queue a training run for this visitor and return at once; the poll shows its place and progress."""
         self.studio.check_training()  # before the values: a read-only demo refuses every call alike
         settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
         if train_size not in (None, ""):  # optional: the preset's (full) training set otherwise
             settings["train_size"] = train_size
         config = TrainConfig.preset(arch, **settings)  # TrainConfig's ValueError names a bad value
-        self.studio.start_run(config, visitor=visitor(request))
-        return self.studio.status()
+        visitor = self.sessions.visitor(request)
+        self.studio.start_run(config, visitor)
+        return self.studio.status(visitor)
 
     @friendly_errors
-    def stop(self):
-        """Stop the running job after its current batch."""
-        if self.studio.stop_run() is None:
-            gr.Warning("No training run is in progress.")
-        return self.studio.status()
+    def stop(self, request: gr.Request = None):
+        """Stop this visitor's run after its current batch, or take it out of the queue."""
+        visitor = self.sessions.visitor(request)
+        if self.studio.stop_run(visitor) is None:
+            gr.Warning("You have no training run in progress or waiting.")
+        return self.studio.status(visitor)
 
     @friendly_errors
-    def training_status(self) -> dict:
-        """The latest run: status, epoch, step, speed, latest metrics, test accuracy, saved model."""
-        return self.studio.status()
+    def training_status(self, request: gr.Request = None) -> dict:
+        """This visitor's latest run: status, queue place, epoch, step, speed, metrics, test accuracy."""
+        return self.studio.status(self.sessions.visitor(request))
 
-    def results(self) -> tuple:
-        """Results text, confusion matrix, mistakes and whether to show the images, of the latest run."""
-        run = self.studio.latest_run()
-        if run is None or run.active:
-            return "", "", "", gr.Row(visible=False)
-        shown = run.confusion_image is not None
-        text = f"### {headline(run)}\n{run.message}"
-        confusion = confusion_html(run.confusion_image)
-        return text, confusion, mistakes_html(run.mistakes), gr.Row(visible=shown)
+    @friendly_errors
+    def set_name(self, name, request: gr.Request = None) -> str:
+        """The name this visitor's runs show on the class board ('' for none)."""
+        visitor = self.sessions.visitor(request)
+        if visitor is None:
+            raise ValueError("no visitor session: reload the page")
+        return self.studio.visitors.set_name(visitor, name)
+
+    def live_html(self, visitor, compare: bool) -> str:
+        """The data's status, the run's progress line, its curves and its epochs."""
+        studio = self.studio
+        available, text = studio.data_status()
+        data = html.escape(text if available else f"MNIST is needed to train. {text}", quote=False)
+        run, mine = studio.latest_run(visitor), studio.runs_of(visitor)
+        epochs = table_html(run_tables.epoch_table(run), "train-epochs", "Per epoch")
+        return (
+            f'<div id="train-data" class="data-status">{data}</div>'
+            f'<div id="train-progress">{progress_html(studio.status(visitor))}</div>'
+            f'<div id="train-curves">{curves_html(mine, compare)}</div>{epochs}'
+        )
+
+    def below_html(self, visitor) -> str:
+        """The latest run's results (confusion matrix, mistakes), your runs, the class board."""
+        studio = self.studio
+        run = studio.latest_run(visitor)
+        results = ""
+        if run is not None and not (run.active or run.waiting):
+            key = (run.number, run.phase, run.confusion_png is not None)
+            results = self._results.get(key)
+            if results is None:
+                text = f"<h3>{html.escape(headline(run))}</h3><p>{html.escape(run.message)}</p>"
+                images = ""
+                if run.confusion_png is not None:
+                    confusion = confusion_html(run.confusion_png)
+                    images = (
+                        f'<div class="results-images"><div id="confusion">{confusion}</div>'
+                        f'<div id="mistakes">{mistakes_html(run.mistakes)}</div></div>'
+                    )
+                results = self._results[key] = text + images
+                while len(self._results) > RESULTS_CACHED:
+                    self._results.pop(next(iter(self._results)))
+        mine = table_html(run_tables.history_table(studio.runs_of(visitor)), "train-history", "Your runs")
+        board = table_html(
+            run_tables.board_table(studio.runs), "board", "Class board: every run on this server"
+        )
+        return f'<div id="train-results">{results}</div>{mine}{board}'
 
     # --- layout ---------------------------------------------------------------------------------
 
     def render(self) -> None:
         """The tab's components and events, inside the page's gr.Blocks."""
-        self.data_status = gr.Markdown(label="Data status")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 preset = gr.Radio(PRESET_CHOICES, value="mlp", label="Preset")
@@ -199,23 +246,16 @@ class TrainTab:
                     train_button = gr.Button("Train", variant="primary")
                     stop_button = gr.Button("Stop", variant="stop")
             with gr.Column(scale=3):
-                self.progress = gr.HTML(
-                    progress_html({"run": None}), label="Progress", elem_id="train-progress"
-                )
-                self.curves = gr.HTML(curves_html([], False), elem_id="train-curves")
-                self.compare = gr.Checkbox(label="Overlay the curves of earlier runs in this session")
-                self.epoch_table = gr.Dataframe(
-                    headers=list(run_tables.EPOCH_COLUMNS), label="Per epoch", interactive=False
-                )
-        self.results_text = gr.Markdown(label="Results", elem_id="train-results")
-        with gr.Row(visible=False) as self.result_images:
-            with gr.Column(scale=2, min_width=300):
-                self.confusion = gr.HTML("", elem_id="confusion")
-            with gr.Column(scale=3, min_width=300):
-                self.mistakes = gr.HTML(mistakes_html([]), elem_id="mistakes")
-        self.history = gr.Dataframe(
-            headers=list(run_tables.HISTORY_COLUMNS), label="Runs in this session", interactive=False
+                # What moves while a run trains, in one piece of HTML: one poll output, one update.
+                self.live = gr.HTML(self.live_html(None, False), elem_id="train-live")
+                self.compare = gr.Checkbox(label="Overlay the curves of your earlier runs")
+        name = gr.Textbox(
+            label="Your name on the class board (optional; runs show no name otherwise)",
+            max_length=40,
+            elem_id="board-name",
         )
+        # What changes when a run ends: its results, your runs, the class board.
+        self.below = gr.HTML(self.below_html(None), elem_id="train-below")
         with gr.Accordion("Run status (JSON, as the API returns it)", open=False):
             self.status_json = gr.JSON(label="Run status")
 
@@ -237,45 +277,27 @@ class TrainTab:
             concurrency_id="train",
         )
         stop_button.click(self.stop, None, self.status_json, api_name="stop", concurrency_limit=None)
+        name.submit(self.set_name, name, name, api_name="set_name", concurrency_limit=None)
+        name.blur(self.set_name, name, name, api_visibility="private", concurrency_limit=None)
         gr.api(
             self.training_status, api_name="training_status", concurrency_limit=None, concurrency_id="poll"
         )
 
     def poll_outputs(self) -> list:
-        parts = [self.data_status, self.progress, self.curves, self.epoch_table, self.history]
-        return parts + [
-            self.status_json,
-            self.results_text,
-            self.confusion,
-            self.mistakes,
-            self.result_images,
-        ]
+        return [self.live, self.below, self.status_json]
 
-    def poll_keys(self, compare: bool) -> dict:
-        """What each of the tab's poll parts shows depends on."""
-        studio, run = self.studio, self.studio.latest_run()
+    def poll_keys(self, visitor, compare: bool) -> dict:
+        """What each of the tab's poll parts shows depends on; cheap to compute, the same when unchanged."""
+        studio, run = self.studio, self.studio.latest_run(visitor)
+        board = tuple((r.number, r.phase, r.test_accuracy is None) for r in studio.runs[-50:])
         return {
-            "data": studio.data_status(),
-            "run": (studio.version(), compare),
-            "result": (len(studio.runs), run and run.phase),
+            "live": (studio.version(visitor), compare),
+            "below": (run and run.number, run and run.phase, board),
         }
 
-    def poll_part(self, changed: dict, keys: dict, compare: bool) -> list:
-        """Updates for the tab's outputs; the parts whose keys did not change are skipped."""
-        studio, skip = self.studio, gr.skip()
-        data_part = [skip]
-        if changed["data"]:
-            available, text = keys["data"]
-            data_part = [text if available else f"**MNIST is needed to train.** {text}"]
-        run_part = [skip] * 5
-        if changed["run"]:
-            run = studio.latest_run()
-            run_part = [
-                progress_html(studio.status()),
-                curves_html(studio.runs, compare),
-                pd.DataFrame(run_tables.epoch_table(run)),
-                pd.DataFrame(run_tables.history_table(studio.runs)),
-                studio.status(),
-            ]
-        result_part = list(self.results()) if changed["result"] else [skip] * 4
-        return data_part + run_part + result_part
+    def poll_part(self, changed: dict, keys: dict, visitor, compare: bool) -> list:
+        """Updates for the tab's outputs: a skipped output costs Gradio more than a small one sent
+        (ui/workarounds.py), so only the two views are skipped when they did not change."""
+        live = self.live_html(visitor, compare) if changed["live"] else gr.skip()
+        below = self.below_html(visitor) if changed["below"] else gr.skip()
+        return [live, below, self.studio.status(visitor)]
