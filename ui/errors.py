@@ -10,6 +10,7 @@ from mnist_core.config import BusyError, RunLimitError, TrainingDisabledError
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.store import ModelFileError
 from mnist_core.studio import ModelNotReady
+from mnist_core.visitors import RateLimitError
 
 logger = logging.getLogger("mnist_studio")
 
@@ -20,6 +21,7 @@ TITLES = (
     (MnistNotFoundError | MnistDataError, "MNIST data not available"),
     (ModelFileError, "Model file problem"),
     (ModelNotReady, "Model still loading"),
+    (RateLimitError, "A moment, please"),
     (ValueError | FileNotFoundError, "Invalid input"),
 )
 
