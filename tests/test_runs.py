@@ -173,3 +173,20 @@ def test_a_drawn_digit_is_read_through_the_visitors_model(studio):
     strokes = place_strokes(digit_strokes(7, 0), 560, (0.35, 0.2, 0.65, 0.8))
     _, probabilities = studio.classify_image(strokes_to_mnist(strokes), visitor=visitor)
     assert int(probabilities.argmax()) == 7
+
+
+@pytest.mark.slow
+def test_the_first_time_left_a_run_shows_is_within_2x_of_the_truth(mnist):
+    # The tutorial's settings on a tenth of the data: the first estimate once a rate is known (the first
+    # batch carries the graph's tracing and gets none), against the time the run then really took.
+    from mnist_core.training import start_training
+
+    job = start_training(TrainConfig(epochs=3, batch_size=32, train_size=6000), mnist)
+    first = None
+    for record in job.follow(timeout=300):
+        if record["type"] == "batch" and record["eta_seconds"] is not None and first is None:
+            first = record
+    assert job.wait(60) and job.status == "finished"
+    assert first is not None, "no batch record ever had an estimate"
+    truth = job.records[-1]["elapsed"] - first["elapsed"]
+    assert 0.5 <= first["eta_seconds"] / truth <= 2.0, (first["eta_seconds"], truth)
