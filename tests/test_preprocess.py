@@ -234,13 +234,32 @@ def test_huge_inputs_are_refused_or_shrunk(tmp_path):
     Image.new("1", (8000, 7000)).save(tmp_path / "bomb.png")
     with pytest.raises(ValueError, match="megapixels"):
         to_mnist(tmp_path / "bomb.png")
-    big = np.asarray(draw(DIGITS["4"], size=700, width=50, ink=0, paper=255, mode="L").resize((7000, 7000)))
+    with pytest.raises(ValueError, match="7000x7000 = 49 megapixels; the limit is 16"):
+        to_mnist(np.zeros((7000, 7000), np.uint8))  # under the old 50 MP limit, over today's 16
+    big = np.asarray(draw(DIGITS["4"], size=700, width=50, ink=0, paper=255, mode="L").resize((4000, 4000)))
     start = time.perf_counter()
     image = to_mnist(big)
     elapsed = time.perf_counter() - start
-    print(f"7000 x 7000 upload: {elapsed * 1000:.0f} ms")
+    print(f"4000 x 4000 upload: {elapsed * 1000:.0f} ms")
     check_mnist_like(image)
     assert elapsed < 5
+
+
+def test_only_photo_formats_are_opened_and_big_ones_are_decoded_reduced(tmp_path):
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "digit.tiff")
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "digit.ico")
+    for name in ("digit.tiff", "digit.ico"):
+        with pytest.raises(ValueError, match="accepted formats: PNG, JPEG, WEBP, GIF, BMP"):
+            to_mnist(tmp_path / name)
+    # A 16-bit PNG of 15 megapixels: read one pixel in four a side before any conversion to float.
+    ink = np.zeros((3900, 3900), np.uint16)
+    ink[1000:2900, 1800:2100] = 60_000  # a thick 1
+    Image.fromarray(ink).save(tmp_path / "sixteen.png")
+    from mnist_core.preprocess import _open
+
+    assert max(_open(tmp_path / "sixteen.png").size) <= 1024
+    image = to_mnist(tmp_path / "sixteen.png")
+    check_mnist_like(image)
 
 
 @pytest.mark.parametrize(
