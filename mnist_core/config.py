@@ -30,6 +30,13 @@ class TrainConfig:
     seed: int = _limit(0, 0, 2**31 - 1, "random seed for weights, shuffling and subset")
     label_smoothing: float = _limit(0.0, 0.0, 0.5, "share of each one-hot label spread over all classes")
     augment: bool = field(default=False, metadata={"help": "random shifts and rotations while training"})
+    drawn_share: float = _limit(
+        0.0,
+        0.0,
+        0.5,
+        "share of the training set that is drawn digits (the hand-made writing styles, read through the "
+        "Draw tab's stroke path), added to the MNIST images",
+    )
     schedule: str = field(
         default="constant", metadata={"choices": ("constant", "cosine"), "help": "learning-rate schedule"}
     )
@@ -106,6 +113,10 @@ PRESETS = {
     "mlp": TrainConfig(),
     # scripts/accuracy.py, seeds 0/1/2: 99.51/99.56/99.53% in 3.9x the tutorial fit's wall time. Batch 256
     # takes fewer, fuller steps than 128 on two cores; 18 epochs win back the accuracy fewer steps cost.
+    # Drawn share: left at 0 until three seeds confirm the accuracy bar. Measured with 0.05 (issue 13's
+    # writing styles), seed 0 only (scripts/accuracy.py --seeds 0 --without-drawn): 338 s against 319 s
+    # (+5.9%, within the 10% allowed), drawn set 98.53% -> 99.58%, lowest style 30% -> 100%, but MNIST
+    # 99.51% -> 99.47%. The shipped model's 0.1 would add 11% more images per epoch, over the 10%.
     "cnn": TrainConfig(
         arch="cnn",
         epochs=18,

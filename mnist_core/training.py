@@ -11,6 +11,7 @@ import numpy as np
 
 from .config import BusyError, TrainConfig
 from .data import Mnist
+from .drawn import training_images
 from .models import (
     ARCHITECTURES,
     IMAGE_SHAPE,
@@ -45,6 +46,13 @@ def reads_uint8(model: keras.Model) -> keras.Model:
         [keras.Input(shape=IMAGE_SHAPE, dtype="uint8"), keras.layers.Rescaling(1 / 255), model],
         name=f"{model.name}_from_uint8",
     )
+
+
+def drawn_count(share: float, mnist_images: int) -> int:
+    """How many drawn digits make up `share` of a training set with `mnist_images` MNIST images."""
+    if not 0 <= share < 1:
+        raise ValueError(f"drawn share must be in [0, 1), received {share!r}")
+    return round(share * mnist_images / (1 - share))
 
 
 def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
@@ -141,6 +149,13 @@ class TrainingJob:
         if config.train_size < len(x_train):
             chosen = np.random.default_rng(config.seed).choice(len(x_train), config.train_size, replace=False)
             x_train, y_train = x_train[chosen], y_train[chosen]
+        drawn = drawn_count(config.drawn_share, len(x_train))
+        if drawn:
+            # The hand-made writing styles, on a stream of the seed that the drawn test set never uses
+            # (drawn.training_items), read exactly as the Draw tab reads them. A share of 0.1 reads every
+            # style of the drawn set, 0.05 not the long-flag 1 (BENCHMARKS.md, "Writing styles").
+            x_drawn, y_drawn = training_images(self._data, drawn, seed=config.seed)
+            x_train, y_train = np.concatenate([x_train, x_drawn]), np.concatenate([y_train, y_drawn])
         # Images stay uint8 (shared with every other user of the data): the trainer scales each batch.
         y_train, x_test, y_test = one_hot(y_train), self._data.x_test, one_hot(self._data.y_test)
         steps = math.ceil(len(x_train) / config.batch_size)
@@ -155,7 +170,15 @@ class TrainingJob:
             steps_per_execution=steps_per_execution(config.batch_size),
             jit_compile=JIT_COMPILE[config.arch] and not config.augment,
         )
-        self._emit({"type": "start", "config": config.to_dict(), "steps": steps, "samples": len(x_train)})
+        self._emit(
+            {
+                "type": "start",
+                "config": config.to_dict(),
+                "steps": steps,
+                "samples": len(x_train),
+                "drawn_samples": drawn,
+            }
+        )
         stream = _Stream(self, steps, started)
         self._trainer.fit(
             x_train,

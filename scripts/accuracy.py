@@ -2,6 +2,7 @@
 
     python scripts/accuracy.py                  # seeds 0 1 2, about 15 minutes on 2 cores
     python scripts/accuracy.py --seeds 0        # one seed
+    python scripts/accuracy.py --seeds 0 --drawn-share 0.05   # also with drawn digits: their cost and gain
 
 Prints a table and writes benchmark-results/accuracy.json.
 """
@@ -26,17 +27,35 @@ from mnist_core.data import load_mnist  # noqa: E402
 EVERY_SEED, MEDIAN, TIME_RATIO = 0.9945, 0.995, 6.0
 
 
-def train_preset(data, seed: int) -> dict:
+def train_preset(data, seed: int, **overrides) -> dict:
     """One run of the CNN preset through the training job; wall time from start to the final record."""
     from mnist_core.training import start_training
 
     started = time.perf_counter()
-    job = start_training(TrainConfig.preset("cnn", seed=seed), data)
+    job = start_training(TrainConfig.preset("cnn", seed=seed, **overrides), data)
     job.wait()
     seconds = time.perf_counter() - started
     if job.status != "finished":
         raise RuntimeError(f"seed {seed}: the run ended {job.status}: {job.message}")
-    return {"seed": seed, "test_accuracy": job.result["test_accuracy"], "wall_seconds": seconds}
+    from mnist_core.drawn import evaluate_drawn
+
+    drawn = evaluate_drawn(job.model, data)  # after the clock: what the run bought on drawn digits
+    return {
+        "seed": seed,
+        "test_accuracy": job.result["test_accuracy"],
+        "wall_seconds": seconds,
+        "drawn_accuracy": drawn["accuracy"],
+        "lowest_style": min(drawn["per_style"], key=lambda style: style["accuracy"]),
+    }
+
+
+def describe(run: dict) -> str:
+    """One run's figures on one line."""
+    style = run["lowest_style"]
+    return (
+        f"{run['wall_seconds']:.0f} s, MNIST {run['test_accuracy']:.4f}, drawn {run['drawn_accuracy']:.4f} "
+        f"(lowest style: {style['digit']} {style['name']}, {style['accuracy']:.4f})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, default=Path("benchmark-results/accuracy.json"))
+    parser.add_argument(
+        "--drawn-share",
+        type=float,
+        help="also run each seed with this share of drawn digits (TrainConfig.drawn_share), to measure what "
+        "they cost in time and gain on the drawn set",
+    )
     args = parser.parse_args(argv)
     data = load_mnist(args.data)
 
@@ -56,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in args.seeds:
         runs.append(train_preset(data, seed))
-        print(f"CNN preset, seed {seed}: {runs[-1]['wall_seconds']:.0f} s, {runs[-1]['test_accuracy']:.4f}")
+        print(f"CNN preset, seed {seed}: {describe(runs[-1])}")
+        if args.drawn_share:
+            runs[-1]["with_drawn"] = train_preset(data, seed, drawn_share=args.drawn_share)
+            drawn = runs[-1]["with_drawn"]
+            print(
+                f"  with drawn share {args.drawn_share:g}: {describe(drawn)}; "
+                f"it costs {drawn['wall_seconds'] / runs[-1]['wall_seconds'] - 1:+.1%} time"
+            )
 
     accuracies = [run["test_accuracy"] for run in runs]
     median_seconds = statistics.median(run["wall_seconds"] for run in runs)

@@ -1,7 +1,8 @@
 """Evaluate a saved model on the MNIST test set; the last stdout line is a JSON summary.
 
 python scripts/evaluate.py models/default.keras --plot confusion.png
-python scripts/evaluate.py models/default.keras --drawn --canvas 800   # also digits drawn on a canvas
+python scripts/evaluate.py models/default.keras --drawn --canvas 800   # also digits drawn on a canvas,
+                                                                      # per source, digit and writing style
 """
 
 import argparse
@@ -42,6 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--canvas", type=int, default=560, help="drawn canvas size in px (default: 560, the Draw tab's)"
     )
+    parser.add_argument(
+        "--drawn-heights",
+        type=float,
+        nargs=2,
+        default=(0.3, 0.85),
+        metavar=("LOW", "HIGH"),
+        help="drawn digits' heights, fractions of the canvas (default: 0.3 0.85; 0.12 0.3 draws them small)",
+    )
+    parser.add_argument(
+        "--drawn-read",
+        choices=("points", "canvas"),
+        default="points",
+        help="read the drawn digits' stroke points as the Draw tab does (default), or the canvas' picture",
+    )
     args = parser.parse_args(argv)
     if args.canvas < 28:
         parser.error(f"--canvas must be at least 28 px, received {args.canvas}")
@@ -70,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         from mnist_core.drawn import evaluate_drawn
 
         try:
-            drawn = evaluate_drawn(model, data, args.drawn_count, args.canvas)
+            drawn = evaluate_drawn(
+                model,
+                data,
+                args.drawn_count,
+                args.canvas,
+                heights=tuple(args.drawn_heights),
+                read=args.drawn_read,
+            )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -83,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             "drawn per-class accuracy: "
             + "  ".join(f"{d}: {a:.4f}" for d, a in enumerate(drawn["per_class_accuracy"]))
         )
+        print("drawn per style (hand-made strokes):")
+        for style in drawn["per_style"]:
+            read_as = ", ".join(f"{n} as {p}" for p, n in style["read_as"].items())
+            print(
+                f"  {style['digit']} {style['style']:>2} {style['name']:<34} {style['accuracy']:.4f}"
+                f" ({style['count']}){'  misread: ' + read_as if read_as else ''}"
+            )
         summary |= {"drawn_accuracy": drawn["accuracy"], "drawn": drawn}
     if args.plot:
         from mnist_core.plots import confusion_figure, save_figure

@@ -9,6 +9,7 @@ def test_defaults_are_the_tutorial():
     config = TrainConfig()
     assert (config.arch, config.epochs, config.batch_size, config.learning_rate) == ("mlp", 10, 32, 0.001)
     assert config.train_size == 60_000 and not config.augment and config.schedule == "constant"
+    assert config.drawn_share == 0  # MNIST alone, as the tutorial
     assert PRESETS["mlp"] == config
 
 
@@ -40,6 +41,8 @@ def test_whole_floats_from_sliders_become_ints():
         ({"arch": "resnet"}, "expected one of ['mlp', 'cnn']"),
         ({"schedule": "linear"}, "expected one of"),
         ({"augment": "yes"}, "true or false"),
+        ({"drawn_share": 0.6}, "drawn_share received 0.6 (float); expected a value in [0.0, 0.5]"),
+        ({"drawn_share": -0.1}, "[0.0, 0.5]"),
         ({"epochs": [1]}, "epochs received [1] (list); expected a number"),
         ({"batch_size": {"a": 1}}, "batch_size received {'a': 1} (dict)"),
     ],

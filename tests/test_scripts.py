@@ -42,6 +42,8 @@ def trained(tmp_path_factory, mnist_dir):
         "2",
         "--train-size",
         "3000",
+        "--drawn-share",
+        "0.1",
         "--out",
         out,
         "--plot",
@@ -60,6 +62,7 @@ def test_train_saves_the_model_and_ends_with_json(trained):
     assert isinstance(summary["test_accuracy"], float) and summary["test_accuracy"] > 0.85
     assert len(summary["epoch_seconds"]) == 2 and all(s > 0 for s in summary["epoch_seconds"])
     assert summary["config"]["train_size"] == 3000 and summary["config"]["batch_size"] == 32
+    assert summary["config"]["drawn_share"] == 0.1  # 333 drawn digits beside the 3,000 MNIST ones
     metadata = json.loads(out.with_suffix(".json").read_text())
     assert metadata["command"].startswith("python scripts/train.py --arch mlp --epochs 2")
     assert metadata["config"] == summary["config"]
@@ -101,6 +104,7 @@ def test_predict_a_test_image_like_the_tutorial(trained, tmp_path, mnist_dir):
         (["--epochs", "0"], "epochs received 0"),
         (["--learning-rate", "2"], "learning_rate received 2.0"),
         (["--train-size", "5"], "train_size received 5"),
+        (["--drawn-share", "0.9"], "drawn_share received 0.9"),
     ],
 )
 def test_train_rejects_bad_settings_before_loading_anything(args, fragment, mnist_dir):

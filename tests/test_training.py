@@ -7,7 +7,7 @@ import pytest
 
 from mnist_core.config import TrainConfig
 from mnist_core.models import build_model
-from mnist_core.training import BusyError, one_hot, start_training
+from mnist_core.training import BusyError, drawn_count, one_hot, start_training
 
 
 def run(job, timeout=120):
@@ -20,6 +20,24 @@ def test_one_hot_encodes_the_labels(mnist):
     y = one_hot(mnist.y_test[:5])
     assert y.dtype == np.float32 and y.shape == (5, 10) and list(y.argmax(axis=1)) == [7, 2, 1, 0, 4]
     assert (y.sum(axis=1) == 1).all()
+
+
+def test_the_drawn_share_is_a_share_of_the_whole_training_set():
+    assert drawn_count(0.0, 60_000) == 0 and drawn_count(0.2, 1000) == 250 and drawn_count(0.5, 100) == 100
+    with pytest.raises(ValueError, match=r"drawn share must be in \[0, 1\), received 1.0"):
+        drawn_count(1.0, 100)
+
+
+@pytest.mark.slow
+def test_a_drawn_share_trains_on_drawn_digits_beside_mnist(mnist):
+    job = start_training(TrainConfig(epochs=1, train_size=2000, drawn_share=0.2), mnist)
+    records = run(job)
+    start, done = records[0], records[-1]
+    assert (
+        start["samples"] == 2500 and start["drawn_samples"] == 500 and start["steps"] == math.ceil(2500 / 32)
+    )
+    assert start["config"]["drawn_share"] == 0.2
+    assert done["status"] == "finished" and done["test_accuracy"] > 0.8
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from conftest import scan
 
 from mnist_core.config import TrainConfig
 from mnist_core.drawn import digit_strokes, place_strokes, render_sketch
-from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist, to_mnist
+from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, PEN_WIDTH, strokes_to_mnist, to_mnist
 from mnist_core.studio import Studio
 from ui.charts import MARKERS_BELOW
 from ui.draw import EMPTY_ANSWER, DrawTab
@@ -51,20 +51,27 @@ def shown_digit(html: str) -> str | None:
     return match[1] if match else None
 
 
-def test_the_server_reads_the_strokes_as_the_canvas_draws_them():
-    # What the model reads from the points must be what the visitor sees: the same strokes painted on a
-    # 560 px canvas with the page's brush and read like a picture of it give the same 28 x 28 image.
-    # (At a digit height where the brush is far from preprocess.THICKEN_BELOW: right at that threshold,
-    # the two renderings' half-pixel differences decide whether the strokes are thickened.)
-    for digit, style in ((1, 2), (4, 0), (6, 1), (8, 1)):
-        strokes = strokes_of(digit, style, box=(0.35, 0.26, 0.65, 0.72))
-        from_points = strokes_to_mnist(strokes)
-        from_canvas = to_mnist(render_sketch(strokes, CANVAS_SIDE, BRUSH_WIDTH))
-        assert from_points.shape == (28, 28)
-        # Centring moves a digit by whole pixels; half a pixel of rounding may put the two 1 px apart.
-        shifts = [np.roll(from_canvas, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-        difference = min(float(np.abs(from_points - shifted).mean()) for shifted in shifts)
-        assert difference < 0.03, (digit, style, difference)
+def test_the_server_reads_the_strokes_as_the_canvas_draws_them_with_mnists_pen():
+    # What the model reads from the points is the drawing the visitor made, drawn with MNIST's pen for its
+    # size (issue 13: the 22 px brush fills small loops): the same strokes painted on a 560 px canvas with a
+    # brush preprocess.PEN_WIDTH of their span and read like a picture of it give the same 28 x 28 image,
+    # drawn large or small. (Boxes where that pen is far from preprocess.THICKEN_BELOW: right at that
+    # threshold, the two renderings' half-pixel differences decide whether the strokes are thickened.)
+    for box in ((0.35, 0.26, 0.65, 0.72), (0.43, 0.38, 0.57, 0.62)):
+        for digit, style in ((1, 2), (4, 0), (6, 1), (8, 1)):
+            strokes = strokes_of(digit, style, box=box)
+            span = np.ptp(np.concatenate([np.asarray(s) for s in strokes]), 0).max()
+            from_points = strokes_to_mnist(strokes)
+            from_canvas = to_mnist(render_sketch(strokes, CANVAS_SIDE, PEN_WIDTH * span))
+            assert from_points.shape == (28, 28)
+            # Centring moves a digit by whole pixels; half a pixel of rounding may put the two 1 px apart.
+            shifts = [np.roll(from_canvas, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            difference = min(float(np.abs(from_points - shifted).mean()) for shifted in shifts)
+            assert difference < 0.03, (box, digit, style, difference)
+    # Not the canvas brush: on a small drawing it would have drawn a fatter stroke.
+    small = strokes_of(8, 1, box=(0.45, 0.42, 0.55, 0.58))  # 90 px tall: a 13 px pen
+    fat = to_mnist(render_sketch(small, CANVAS_SIDE, BRUSH_WIDTH))
+    assert (fat > 0.5).sum() > 1.2 * (strokes_to_mnist(small) > 0.5).sum()
 
 
 def test_a_stroke_message_gets_the_answer_with_its_number(studio):
