@@ -29,11 +29,12 @@ import re
 import statistics
 import time
 
+import loadtest
 from loadtest import (
     API,
+    REQUEST_TIMEOUT,
     ApiError,
     _http,
-    call_async,
     check_drawing,
     classify_strokes_async,
     drawn_strokes,
@@ -50,6 +51,12 @@ STROKE_SECONDS = 1.0  # a person draws a stroke about every second
 POLL_SECONDS = 1.0  # the page's timer (ui/page.py)
 # Small presets, as a class would pick them: (arch, epochs, batch size, learning rate, training images).
 RUNS = [("mlp", 2, 64, 0.001, 6000), ("cnn", 1, 128, 0.003, 3000)]
+
+
+async def call_async(http, base, api_name, data, session):
+    """loadtest.call_async within REQUEST_TIMEOUT in all: an event stream that only sends heartbeats
+    would otherwise keep a visitor waiting for ever."""
+    return await asyncio.wait_for(loadtest.call_async(http, base, api_name, data, session), REQUEST_TIMEOUT)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -69,7 +76,11 @@ async def page_visitor(index, http, base, component, items, start, end, log, tra
     async def polls():
         await asyncio.sleep(rng.uniform(0, POLL_SECONDS))
         # A trainer's page stays open after the run's end until its run has finished (or `drain` passed).
-        while time.time() < end or (trainer_run and not watched["finished_at"] and time.time() < end + drain):
+        def waiting() -> bool:  # a trainer's page stays open until its run has ended
+            ended = watched["status"] in ("finished", "stopped", "failed", "cancelled") or not watched["run"]
+            return bool(trainer_run) and not ended and time.time() < end + drain
+
+        while time.time() < end or waiting():
             sent, began = time.time(), time.perf_counter()
             error = None
             try:
