@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 
 from .config import short_repr
 
@@ -288,16 +289,7 @@ def _created(info: ModelInfo) -> float:
 
 def list_models(models_dir: str | os.PathLike) -> list[ModelInfo]:
     """Saved models in `models_dir`: "default" first, then newest first; temp files are skipped."""
-    directory = Path(models_dir)
-    paths = directory.iterdir() if directory.is_dir() else ()
-    # Temp files of saves in progress start with "." and are never listed.
-    infos = [
-        ModelInfo(p.stem, p, read_metadata(p))
-        for p in paths
-        if p.suffix.lower() in MODEL_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    ]
-    infos.sort(key=lambda info: (info.name != "default", -_created(info), info.name))
-    return infos
+    return ModelCatalog(models_dir).list()  # a fresh catalog: every file's metadata read now
 
 
 class ModelCatalog:
@@ -315,10 +307,13 @@ class ModelCatalog:
         infos, seen = [], set()
         with self._lock:
             for path in paths:
+                # Temp files of saves in progress start with "." and are never listed.
                 if path.suffix.lower() not in MODEL_SUFFIXES or path.name.startswith("."):
                     continue
                 try:
                     stat = path.stat()
+                    if not S_ISREG(stat.st_mode):
+                        continue
                     side = sidecar_path(path).stat().st_mtime_ns if sidecar_path(path).exists() else 0
                 except OSError:
                     continue

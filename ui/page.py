@@ -65,25 +65,16 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             return *parts, {**seen, **keys}
 
         outputs = [draw.model_status, draw.model_picker, *train.poll_outputs(), seen]
+        polling = {"fn": poll, "inputs": [seen, train.compare], "outputs": outputs, "concurrency_limit": None}
         # The page's first poll comes right after its visitor is known.
         demo.load(
             start_session, visitor_id, [visitor_id, draw.pad], api_name="session", concurrency_limit=None
-        ).then(
-            poll,
-            [seen, train.compare],
-            outputs,
-            api_name="first_poll",
-            api_visibility="private",
-            concurrency_limit=None,
-        )
+        ).then(**polling, api_name="first_poll", api_visibility="private")
         gr.on(
             [timer.tick, train.compare.change],
-            poll,
-            [seen, train.compare],
-            outputs,
+            **polling,
             api_name="poll",
             show_progress="hidden",
-            concurrency_limit=None,
             concurrency_id="poll",
         )
     return demo

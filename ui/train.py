@@ -182,16 +182,18 @@ class TrainTab:
             raise ValueError("no visitor session: reload the page")
         return self.studio.visitors.set_name(visitor, name)
 
-    def live_html(self, visitor, compare: bool) -> str:
-        """The data's status, the run's progress line, its curves and its epochs."""
+    def live_html(self, visitor, compare: bool, status: dict | None = None) -> str:
+        """The data's status, the run's progress line (of `status`, the visitor's run status when given),
+        its curves and its epochs."""
         studio = self.studio
+        status = status if status is not None else studio.status(visitor)
         available, text = studio.data_status()
         data = html.escape(text if available else f"MNIST is needed to train. {text}", quote=False)
         run, mine = studio.latest_run(visitor), studio.runs_of(visitor)
         epochs = table_html(run_tables.epoch_table(run), "train-epochs", "Per epoch")
         return (
             f'<div id="train-data" class="data-status">{data}</div>'
-            f'<div id="train-progress">{progress_html(studio.status(visitor))}</div>'
+            f'<div id="train-progress">{progress_html(status)}</div>'
             f'<div id="train-curves">{curves_html(mine, compare)}</div>{epochs}'
         )
 
@@ -298,6 +300,7 @@ class TrainTab:
     def poll_part(self, changed: dict, keys: dict, visitor, compare: bool) -> list:
         """Updates for the tab's outputs: a skipped output costs Gradio more than a small one sent
         (ui/workarounds.py), so only the two views are skipped when they did not change."""
-        live = self.live_html(visitor, compare) if changed["live"] else gr.skip()
+        status = self.studio.status(visitor)
+        live = self.live_html(visitor, compare, status) if changed["live"] else gr.skip()
         below = self.below_html(visitor) if changed["below"] else gr.skip()
-        return [live, below, self.studio.status(visitor)]
+        return [live, below, status]
