@@ -75,6 +75,7 @@ async def page_visitor(index, http, base, component, items, start, end, log, tra
 
     async def polls():
         await asyncio.sleep(rng.uniform(0, POLL_SECONDS))
+
         # A trainer's page stays open after the run's end until its run has finished (or `drain` passed).
         def waiting() -> bool:  # a trainer's page stays open until its run has ended
             ended = watched["status"] in ("finished", "stopped", "failed", "cancelled") or not watched["run"]
@@ -129,11 +130,13 @@ async def page_visitor(index, http, base, component, items, start, end, log, tra
 
     async def train():
         await asyncio.sleep(rng.uniform(0, (end - time.time()) / 3))
+        began = time.perf_counter()
         try:
             queued = (await call_async(http, base, "train", list(trainer_run), session))[0]
             watched.update(run=queued["run"], queued_at=time.time(), queued_status=queued["status"])
         except Exception as failure:
             watched["error"] = f"{type(failure).__name__}: {failure}"[:300]
+        watched["train_call_seconds"] = time.perf_counter() - began
 
     tasks = [polls(), strokes()] + ([train()] if trainer_run else [])
     await asyncio.gather(*tasks)
@@ -271,12 +274,14 @@ def report(log: dict, args) -> dict:
     rights = [right for _, error, right in log["stroke"] if right is not None]
     rss = [value for value in log["rss"] if value]
     growth = (rss[-1] - rss[0]) / 1e6 if len(rss) >= 2 else None
-    runs = sorted((run for run in log["runs"] if run.get("run")), key=lambda run: run["run"])
+    # Every trainer's run, the ones whose Train call failed too (they have no number and keep the error).
+    runs = sorted(log["runs"], key=lambda run: (run.get("run") is None, run.get("run") or 0))
+    queued = [run for run in runs if run.get("run")]
     in_order = all(
         later["running_at"] and earlier["finished_at"] and later["running_at"] >= earlier["running_at"]
-        for earlier, later in zip(runs, runs[1:], strict=False)
+        for earlier, later in zip(queued, queued[1:], strict=False)
     )
-    trained = all(run.get("status") == "finished" for run in runs) and len(runs) == min(
+    trained = all(run.get("status") == "finished" for run in runs) and len(queued) == min(
         args.trainers, args.visitors
     )
     curves = all(run["curve_points"] > 0 for run in runs)
@@ -335,9 +340,10 @@ def print_report(result: dict) -> None:
     if result["right"] is not None:
         print(f"  digits read right: {result['right']:.1%}")
     for run in result["runs"]:
+        failed = f", Train answered {run['error']}" if run.get("error") else ""
         print(
-            f"  run {run['run']} {run['config'][0]}: {run.get('status')} "
-            f"(saw {run['curve_points']} curve points)"
+            f"  run {run.get('run') or '-'} {run['config'][0]}: {run.get('status')} "
+            f"(saw {run['curve_points']} curve points{failed})"
         )
     for name, outcome in result["attacks"].items():
         print(f"  attack {name:15} refused {outcome['refused']} of {outcome['tries']}: {outcome['said']}")

@@ -158,11 +158,119 @@ def _events(lines: list[str]) -> tuple[str, str]:
     return event, data
 
 
+class SessionStream:
+    """One Gradio session's events as the page's own client runs them: each event is joined with
+    POST /queue/join, and the messages of all of them come back on the session's one GET /queue/data
+    stream, told apart by event id. The /call/<name>/<event_id> stream is a session's whole stream too:
+    two calls of one session in flight there would each read the other's messages (a poll answered with
+    a Train call's outputs, or a stream left waiting for a completion the other took)."""
+
+    # base URL -> api_name -> (fn_index, which inputs the API leaves out: states), from GET /config
+    _events: dict[str, dict[str, tuple[int, list[bool]]]] = {}
+
+    def __init__(self, http: httpx.AsyncClient, base: str, session: str):
+        self.http, self.base, self.session = http, base, session
+        self.pending: dict[str, tuple[str, asyncio.Future]] = {}  # event id -> (api_name, its outputs)
+        self.early: dict[str, dict] = {}  # completions read before their join's answer came back
+        self.reader: asyncio.Task | None = None
+
+    async def event(self, api_name: str) -> tuple[int, list[bool]]:
+        if self.base not in self._events:
+            response = await self.http.get(f"{self.base}config")
+            response.raise_for_status()
+            config = response.json()
+            skipped = {c["id"]: bool(c.get("skip_api")) for c in config.get("components", [])}
+            self._events[self.base] = {
+                d["api_name"]: (d["id"], [skipped.get(i, False) for i in d["inputs"]])
+                for d in config.get("dependencies", [])
+                if d.get("api_name")
+            }
+        if api_name not in self._events[self.base]:
+            raise ApiError(f"{api_name}: the page has no such event")
+        return self._events[self.base][api_name]
+
+    async def call(self, api_name: str, data: list) -> list:
+        """The event's outputs, given the inputs its API takes (as for /call: no states, the page's
+        client sends those as null and the server keeps them)."""
+        fn_index, skipped = await self.event(api_name)
+        values = iter(data)
+        inputs = [None if skip else next(values, None) for skip in skipped]
+        body = {"data": inputs, "fn_index": fn_index, "session_hash": self.session}
+        response = await self.http.post(f"{self.base}{API}/queue/join", json=body)
+        if response.status_code != 200:
+            raise ApiError(f"{api_name}: HTTP {response.status_code} {response.text[:200]}")
+        event_id = response.json()["event_id"]
+        future = asyncio.get_running_loop().create_future()
+        if event_id in self.early:
+            self._complete(api_name, future, self.early.pop(event_id))
+        else:
+            self.pending[event_id] = (api_name, future)
+            if self.reader is None or self.reader.done():
+                self.reader = asyncio.create_task(self._read())
+        return await future
+
+    @staticmethod
+    def _complete(api_name: str, future: asyncio.Future, message: dict) -> None:
+        output = message.get("output") or {}
+        if future.done():
+            return
+        if message.get("success"):
+            future.set_result(output.get("data"))
+        else:
+            future.set_exception(ApiError(f"{api_name}: {json.dumps(output)}"))
+
+    def _fail_all(self, why: str) -> None:
+        for api_name, future in self.pending.values():
+            if not future.done():
+                future.set_exception(ApiError(f"{api_name}: {why}"))
+        self.pending.clear()
+
+    async def _read(self) -> None:
+        """Read the session's stream while events are pending; the server closes it when none is."""
+        try:
+            while self.pending:
+                url = f"{self.base}{API}/queue/data"
+                async with self.http.stream("GET", url, params={"session_hash": self.session}) as stream:
+                    if stream.status_code != 200:
+                        self._fail_all(f"the session's stream answered HTTP {stream.status_code}")
+                        return
+                    async for line in stream.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        message = json.loads(line[5:])
+                        kind = message.get("msg")
+                        if kind == "process_completed":
+                            api_name, future = self.pending.pop(message.get("event_id"), (None, None))
+                            if future is None:
+                                self.early[message.get("event_id")] = message
+                            else:
+                                self._complete(api_name, future, message)
+                        elif kind == "unexpected_error":
+                            self._fail_all(str(message.get("message")))
+                        elif kind == "close_stream":
+                            break
+        except Exception as failure:  # the stream broke: every pending call fails with it
+            self._fail_all(f"{type(failure).__name__}: {failure}")
+
+
+_STREAMS: dict[tuple[int, str, str], SessionStream] = {}
+
+
 async def call_async(
     http: httpx.AsyncClient, base: str, api_name: str, data: list, session: str | None = None
 ) -> list:
-    """Run one event through /call/<api_name> and return its outputs; ApiError on an error event."""
-    body = {"data": data} if session is None else {"data": data, "session_hash": session}
+    """Run one event and return its outputs; ApiError on an error event. With a session, through that
+    session's one stream (SessionStream), as a page does; without, through /call/<api_name>, whose stream
+    is then the event's own."""
+    if session is not None:
+        key = (id(http), base, session)
+        if len(_STREAMS) > 4096:  # forget the sessions with nothing in flight (one request each, say)
+            for old in [k for k, stream in _STREAMS.items() if not stream.pending and stream.reader.done()]:
+                del _STREAMS[old]
+        if key not in _STREAMS or _STREAMS[key].http is not http:
+            _STREAMS[key] = SessionStream(http, base, session)
+        return await _STREAMS[key].call(api_name, data)
+    body = {"data": data}
     response = await http.post(f"{base}{API}/call/{api_name}", json=body)
     response.raise_for_status()
     event_id = response.json()["event_id"]

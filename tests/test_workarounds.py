@@ -85,3 +85,41 @@ def test_a_skipped_output_builds_a_new_component():
     plain = SessionState(demo)
     asyncio.run(demo.postprocess_data(block_fn, "b", plain))
     assert plain[status._id] is status  # a plain value reuses the component
+
+
+def test_a_call_stream_carries_every_event_of_its_session():
+    import threading
+    import time
+
+    import httpx
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        gr.Button().click(lambda: time.sleep(1.0) or "slow", None, box, api_name="slow")
+        gr.Button().click(lambda: "fast", None, box, api_name="fast")
+    demo.queue().launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        base, body = f"{demo.local_url}gradio_api/call", {"data": [], "session_hash": "one-session"}
+        events = {
+            name: httpx.post(f"{base}/{name}", json=body).json()["event_id"] for name in ("slow", "fast")
+        }
+        lines: dict[str, list[str]] = {}
+
+        def read(name):
+            lines[name] = []
+            try:
+                with httpx.stream("GET", f"{base}/{name}/{events[name]}", timeout=20) as stream:
+                    lines[name] += [line for line in stream.iter_lines() if line.startswith("data:")]
+            except httpx.HTTPError as error:  # the stream that lost its messages may also be cut short
+                lines[name].append(type(error).__name__)
+
+        slow = threading.Thread(target=read, args=("slow",))
+        slow.start()
+        time.sleep(0.1)
+        read("fast")
+        slow.join(30)
+    finally:
+        demo.close()
+    # The slow call's stream gets the fast call's result first; the fast call's stream gets none.
+    assert lines["slow"][0] == 'data: ["fast"]', "each /call stream now keeps to its own event: " + str(lines)
+    assert 'data: ["fast"]' not in lines["fast"]

@@ -53,6 +53,15 @@ WORKAROUNDS = (
         "test_a_skipped_output_builds_a_new_component",
     ),
     Workaround(
+        "the stream of GET /gradio_api/call/<name>/<event_id> carries every event of the caller's session, "
+        "not only its own: with two calls of one session in flight, one stream gets the other's result "
+        "and the other a 404 (the page's own client reads one /queue/data stream per session instead)",
+        "scripts/loadtest.py's visitors, which poll and train at once as a page does, run a session's "
+        "events as the page does: POST /queue/join, one /queue/data stream, results told apart by event "
+        "id (SessionStream)",
+        "test_a_call_stream_carries_every_event_of_its_session",
+    ),
+    Workaround(
         "a gr.Timer inside a tab that was never opened does not tick",
         "the page's one timer sits outside the tabs (ui/page.py)",
         "tests/test_browser.py::test_a_visitor_on_the_draw_tab_sees_another_choose_the_active_model",
