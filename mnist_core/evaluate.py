@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_core.predict import model_function
+from mnist_core.predict import traced_function
 
 NUM_CLASSES = 10
 # Same clipping as Keras' categorical cross-entropy, so the loss here matches model.evaluate's.
@@ -70,7 +70,7 @@ def evaluate_model(model, x_test_uint8, y_test, *, batch_size: int = 1000) -> Ev
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"evaluate_model got batch_size={batch_size!r}; expected a whole number >= 1")
     x, y = _check_inputs(x_test_uint8, y_test)
-    fn = model_function(model)  # one trace, then direct calls: model.predict is far slower per call
+    fn = traced_function(model)  # one trace, then direct calls: model.predict is far slower per call
     chunks = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]

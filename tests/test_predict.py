@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_core.forward import compile_numpy
 from mnist_core.models import build_model
 from mnist_core.predict import CHUNK_SIZE, Predictor
 from mnist_core.store import ModelFileError, load_model, save_model
@@ -170,3 +171,48 @@ def test_single_image_is_fast(two_models, images):
     print(f"median single-image prediction: {median_ms:.2f} ms (target < 3 ms)")
     # Loose bound: the machine is shared and noisy; the benchmark script reports the real figure.
     assert median_ms < 10
+
+
+def _layered(*layers, shape=(28, 28)):
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input(shape), *layers])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["shipped", "mlp", "cnn", "same_conv_with_bias", "channel_input", "nested"],
+)
+def test_the_numpy_pass_matches_keras(name, mnist):
+    # What the Draw tab runs per stroke (mnist_core.forward) against Keras' own call, on 300 test digits.
+    layers = keras.layers
+    model = {
+        "shipped": lambda: load_model("models/default.keras")[0],
+        "mlp": lambda: build_model("mlp"),
+        "cnn": lambda: build_model("cnn"),
+        "same_conv_with_bias": lambda: _layered(
+            layers.Reshape((28, 28, 1)),
+            layers.Conv2D(6, 5, padding="same", activation="relu"),
+            layers.MaxPooling2D(3),
+            layers.BatchNormalization(center=False),
+            layers.Flatten(),
+            layers.Dense(10, activation="tanh"),
+            layers.Softmax(),
+        ),
+        "channel_input": lambda: _layered(
+            layers.Conv2D(4, 3), layers.ReLU(), layers.Flatten(), layers.Dense(10), shape=(28, 28, 1)
+        ),
+        "nested": lambda: _layered(layers.Dropout(0.5), build_model("mlp")),
+    }[name]()
+    x = mnist.x_test[:300].astype(np.float32) / 255.0
+    expected = _direct(model, x[..., None] if len(model.input_shape) == 4 else x)
+    numpy_pass = compile_numpy(model)
+    assert numpy_pass is not None, f"{name}: a layer the numpy pass should know"
+    np.testing.assert_allclose(numpy_pass(x), expected, atol=2e-6)
+    np.testing.assert_allclose(Predictor(model).predict(x), expected, atol=2e-6)
+
+
+def test_an_unknown_layer_falls_back_to_tensorflow(mnist):
+    model = _layered(keras.layers.Flatten(), keras.layers.LayerNormalization(), keras.layers.Dense(10))
+    assert compile_numpy(model) is None
+    x = mnist.x_test[:50].astype(np.float32) / 255.0
+    np.testing.assert_allclose(Predictor(model).predict(x), _direct(model, x), atol=1e-6)
