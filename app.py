@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         max_runs_per_hour=args.max_runs_per_hour,
         max_run_minutes=args.max_run_minutes,
         idle_seconds=60.0 * args.idle_minutes,
+        training_process=True,  # runs train in a worker process at a lower priority (mnist_core/worker.py)
     )
     demo = build_demo(studio, training=not args.no_train)
     analytics_settings()  # see ui/workarounds.py

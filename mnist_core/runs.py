@@ -203,6 +203,7 @@ class Runs:
         keep_runs: int = KEEP_RUNS,
         keep_models: int = KEEP_MODELS,
         estimate=None,
+        worker=None,
     ):
         if not max_run_minutes > 0:
             raise ValueError(f"max_run_minutes must be > 0, received {max_run_minutes!r}")
@@ -213,6 +214,7 @@ class Runs:
         self.keep_runs, self.keep_models = keep_runs, keep_models
         self.queue = TrainingQueue(max_queued)
         self.estimate = estimate or estimate_seconds  # config -> seconds; another machine may measure its own
+        self.worker = worker  # a worker.TrainingWorker: runs train in its process; None: in this one
         self.runs: list[Run] = []
         self._numbers = 0
         self._lock = threading.RLock()
@@ -293,7 +295,8 @@ class Runs:
         from .training import start_training
 
         try:
-            run.job = start_training(run.config, self.studio.data())
+            start = self.worker.start if self.worker is not None else start_training
+            run.job = start(run.config, self.studio.data())
         except Exception as error:  # its owner sees why; the runs behind it go on
             run.phase, run.message = "failed", f"the run could not start: {error}"
             self._dispatch()
@@ -342,7 +345,7 @@ class Runs:
             job.wait()
         done = job.result or {}
         try:
-            if job.status == "finished" or (run.over_budget and job.model is not None):
+            if job.status == "finished" or (run.over_budget and job.has_model):
                 run.phase = "saving"
                 self._save(run, done)
             elif job.status == "stopped":
@@ -360,6 +363,8 @@ class Runs:
                 f"training ended but the model could not be evaluated: {type(error).__name__}: {error}"
             )
             phase = "failed"
+        finally:
+            job.release()
         # Drop the Keras model, optimizer and training arrays; the records are all the page needs later.
         run.job = EndedJob.of(job)
         with self._lock:
@@ -370,11 +375,8 @@ class Runs:
             self.studio.prune_models(self.keep_models)
 
     def _save(self, run: Run, done: dict) -> None:
-        from .evaluate import evaluate_model
-        from .store import save_model
-
-        model, data, config = run.job.model, self.studio.data(), run.config
-        evaluation = evaluate_model(model, data.x_test, data.y_test)
+        job, data, config = run.job, self.studio.data(), run.config
+        evaluation = job.evaluate()
         run.test_accuracy = evaluation.test_accuracy
         run.confusion_png = plots.figure_to_png(plots.confusion_figure(evaluation.confusion))
         run.mistakes = [
@@ -401,8 +403,7 @@ class Runs:
         name = new_model_name(config.arch, models_dir)
         extra = {"owner": owner_key(run.owner)} if run.owner else {}
         try:
-            path = save_model(
-                model,
+            path = job.save(
                 models_dir / f"{name}.keras",
                 config=config.to_dict(),
                 metrics=metrics,
@@ -420,10 +421,11 @@ class Runs:
         info = ModelInfo(name, path, read_metadata(path))
         # The trained model is swapped in as is; Draw answers with the old one until this line.
         visitor = self.studio.visitors.get(run.owner) if run.owner else None
+        # (A model trained in the worker process is loaded from its file: job.model is None.)
         if visitor is None:
-            self.studio.activate(info, model=model)
+            self.studio.activate(info, model=job.model)
         else:
-            self.studio.adopt(visitor, info, model)
+            self.studio.adopt(visitor, info, job.model)
         run.message = f"{over}Saved as {name}; it is now the model you draw with."
 
     def _trim(self) -> None:

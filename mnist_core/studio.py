@@ -27,7 +27,7 @@ from .visitors import Visitor, Visitors, owner_key
 logger = logging.getLogger(__name__)
 
 MODEL_WAIT_SECONDS = 30.0  # a prediction that arrives while TensorFlow loads waits this long, then fails
-MAX_LOADED_MODELS = 6  # models kept in memory for the visitors drawing with them (~1-4 MB each)
+MAX_LOADED_MODELS = 24  # models kept in memory for the visitors drawing with them (~2-5 MB each, no trace)
 
 
 class ModelNotReady(RuntimeError):
@@ -54,6 +54,7 @@ class Studio:
         training: bool = True,
         max_runs_per_hour: int | None = None,
         idle_seconds: float | None = None,
+        training_process: bool = False,
         **run_limits,
     ):
         self.models_dir = Path(models_dir)
@@ -76,7 +77,15 @@ class Studio:
         self._data_tried = False
         self._data_lock = threading.Lock()
         self._overviews: dict[str, tuple] = {}
-        self.runs_manager = Runs(self, training=training, max_runs_per_hour=max_runs_per_hour, **run_limits)
+        # training_process: runs train in a worker process (mnist_core.worker), as the app's do.
+        worker = None
+        if training and training_process:
+            from .worker import TrainingWorker
+
+            worker = TrainingWorker()
+        self.runs_manager = Runs(
+            self, training=training, max_runs_per_hour=max_runs_per_hour, worker=worker, **run_limits
+        )
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -114,7 +123,12 @@ class Studio:
         finally:
             self._loaded.set()
         with contextlib.suppress(MnistNotFoundError, MnistDataError):
-            self.data()  # on failure data_error holds the explanation the Dataset and Train tabs show
+            data = self.data()  # on failure data_error holds the explanation the Dataset and Train tabs show
+            if self.runs_manager.worker is not None:  # so that the first run starts at once
+                try:
+                    self.runs_manager.worker.prepare(data)
+                except Exception as error:  # the first run tries again and reports it
+                    logger.warning("could not start the training process: %s", error)
 
     def _startup_models(self) -> list[ModelInfo]:
         """The models to try at start-up, in order: --model, else "default", else the newest."""

@@ -102,6 +102,27 @@ class TrainingJob:
         if self._trainer is not None:
             self._trainer.stop_training = True
 
+    @property
+    def has_model(self) -> bool:
+        """Whether the job has a model to evaluate and save (a stopped run has one too)."""
+        return self.model is not None
+
+    def evaluate(self):
+        """The trained model's evaluation.Evaluation on the MNIST test set."""
+        from .evaluate import evaluate_model
+
+        return evaluate_model(self.model, self._data.x_test, self._data.y_test)
+
+    def save(self, path, **metadata):
+        """Save the trained model (store.save_model); its path."""
+        from .store import save_model
+
+        return save_model(self.model, path, **metadata)
+
+    def release(self) -> None:
+        """Nothing to let go of here: whoever holds the job holds its model (worker.WorkerJob frees its
+        process)."""
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends; True if it has."""
         self._thread.join(timeout)
