@@ -302,20 +302,23 @@ async def predict_async(http: httpx.AsyncClient, base: str, png: bytes, session:
     return (await call_async(http, base, "predict", [await upload_async(http, base, png)], session))[0]
 
 
-def drawpad_id(config: dict) -> int:
-    """The id of the Draw tab's surface in the page's GET /config: where its server function is called."""
+def drawpad_id(config: dict, elem_id: str = DRAWPAD, function: str = SERVER_FUNCTION) -> int:
+    """The id of the Draw tab's surface (or another gr.HTML with a server function) in the page's
+    GET /config: where its server function is called."""
     for component in config.get("components", []):
         props = component.get("props") or {}
-        if props.get("elem_id") == DRAWPAD and SERVER_FUNCTION in (props.get("server_fns") or []):
+        if props.get("elem_id") == elem_id and function in (props.get("server_fns") or []):
             return component["id"]
-    raise RuntimeError(f"the page has no component #{DRAWPAD} with the server function {SERVER_FUNCTION}")
+    raise RuntimeError(f"the page has no component #{elem_id} with the server function {function}")
 
 
-async def drawpad_id_async(http: httpx.AsyncClient, base: str) -> int:
+async def drawpad_id_async(
+    http: httpx.AsyncClient, base: str, elem_id: str = DRAWPAD, function: str = SERVER_FUNCTION
+) -> int:
     """drawpad_id of the running page's GET /config."""
     response = await http.get(f"{base}config")
     response.raise_for_status()
-    return drawpad_id(response.json())
+    return drawpad_id(response.json(), elem_id, function)
 
 
 def stroke_body(component: int, seq: int, strokes: list, session: str, visitor: str | None = None) -> dict:

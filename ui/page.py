@@ -1,7 +1,8 @@
-"""The page: header, the three tabs, the one timer and the one poll; build_demo(studio) assembles them."""
+"""The page: header, the three tabs, the watcher and the one poll; build_demo(studio) assembles them."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import gradio as gr
@@ -36,21 +37,34 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
                 train.render()
             with gr.Tab("Dataset", id="dataset"):
                 dataset.render(demo.load)
-        # Outside the tabs: gradio runs no timer in a tab that was never opened, and a visitor who stays
-        # on Draw must still see their model change when their run finishes.
-        timer = gr.Timer(POLL_SECONDS)
+
+        # The watcher: once a second its script asks the server function `changed` (a plain POST, no
+        # queue) whether anything this page shows has changed, and only then fires `refresh`, the poll
+        # below. Outside the tabs: a visitor who stays on Draw must still see their model change when
+        # their run finishes, and a component in a tab never opened runs no script.
+        def changed(message, request: gr.Request):  # a plain function: see ui/workarounds.py
+            return watch_answer(studio, sessions, draw, train, message, request)
+
+        watcher = gr.HTML(
+            {"visitor": None},
+            html_template='<span class="page-watch"></span>',
+            js_on_load=(HERE / "watch.js").read_text(),
+            server_functions=[changed],
+            elem_id="page-watch",
+            apply_default_css=False,
+            seconds=POLL_SECONDS,
+        )
         seen = gr.State({})
 
         @friendly_errors
         def start_session(stored, request: gr.Request = None):
             """A page has loaded (or an API client asks): its visitor id, kept by the browser."""
             visitor = sessions.start(stored, request)
-            return visitor, {**empty_value(), "visitor": visitor}
+            return visitor, {**empty_value(), "visitor": visitor}, {"visitor": visitor}
 
+        session_outputs = [visitor_id, draw.pad, watcher]
         # First of the load events: the others find this page's visitor.
-        demo.load(
-            start_session, visitor_id, [visitor_id, draw.pad], api_name="session", concurrency_limit=None
-        )
+        demo.load(start_session, visitor_id, session_outputs, api_name="session", concurrency_limit=None)
 
         @friendly_errors
         def poll(seen, compare, request: gr.Request = None):
@@ -68,13 +82,24 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
         polling = {"fn": poll, "inputs": [seen, train.compare], "outputs": outputs, "concurrency_limit": None}
         # The page's first poll comes right after its visitor is known.
         demo.load(
-            start_session, visitor_id, [visitor_id, draw.pad], api_name="session", concurrency_limit=None
+            start_session, visitor_id, session_outputs, api_name="session", concurrency_limit=None
         ).then(**polling, api_name="first_poll", api_visibility="private")
-        gr.on(
-            [timer.tick, train.compare.change],
-            **polling,
-            api_name="poll",
-            show_progress="hidden",
-            concurrency_id="poll",
-        )
+        refresh = {**polling, "show_progress": "hidden", "concurrency_id": "poll"}
+        watcher.refresh(**refresh, api_name="poll")  # a custom gr.HTML event: gr.on takes none of those
+        train.compare.change(**refresh, api_name="compare", api_visibility="private")
     return demo
+
+
+def watch_key(draw, train, visitor) -> str:
+    """A short summary of what `visitor`'s page shows (the poll's keys): it changes when they change."""
+    keys = {"model": draw.poll_keys(visitor), **train.poll_keys(visitor, False)}
+    return hashlib.blake2b(repr(keys).encode(), digest_size=8).hexdigest()
+
+
+def watch_answer(studio, sessions, draw, train, message, request) -> dict:
+    """The watcher's server function: {visitor, key} -> {key}, the summary of what the page shows now."""
+    studio.start_loading()  # a no-op once started; needed under `gradio app.py`, which skips main()
+    token = message.get("visitor") if isinstance(message, dict) else None
+    if not (isinstance(token, str) and token in studio.visitors):
+        return {"key": None}  # not a visitor the server knows: the page's load has not run yet
+    return {"key": watch_key(draw, train, sessions.from_token(token, request))}

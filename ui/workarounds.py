@@ -62,8 +62,9 @@ WORKAROUNDS = (
         "test_a_call_stream_carries_every_event_of_its_session",
     ),
     Workaround(
-        "a gr.Timer inside a tab that was never opened does not tick",
-        "the page's one timer sits outside the tabs (ui/page.py)",
+        "a component inside a tab that was never opened is not mounted: a gr.Timer there does not tick, "
+        "and a gr.HTML there runs no script",
+        "the page's watcher (a gr.HTML with its own timer, ui/watch.js) sits outside the tabs (ui/page.py)",
         "tests/test_browser.py::test_a_visitor_on_the_draw_tab_sees_another_choose_the_active_model",
     ),
 )
