@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from mnist_core.config import DRAWN_OPTION
 from mnist_core.drawn import digit_strokes, place_strokes
 from mnist_core.preprocess import CANVAS_SIDE
 from scripts.appserver import START_SECONDS, AppServer, copy_shipped_model
@@ -256,6 +257,19 @@ def test_bad_hyperparameters_are_refused_with_a_clear_message(app):
             app.call(*args, api_name="/train")
         assert message in str(raised.value)
     assert app.status()["run"] == before  # nothing started
+
+
+def test_the_drawn_styles_option_mixes_drawn_digits_into_a_run(app):
+    # The Train tab's "Also learn the drawn writing styles" (issue 13): the run's config and saved command
+    # carry the share, and its data have the drawn digits on top of the MNIST images asked for.
+    with pytest.raises(AppError, match="drawn received 'yes'"):
+        app.call("mlp", 1, 128, 0.001, 2000, "yes", api_name="/train")
+    app.call("mlp", 1, 128, 0.001, 2000, True, api_name="/train")
+    status = app.wait_for(lambda s: s["status"] in ("finished", "failed", "stopped"), timeout=240)
+    assert status["status"] == "finished", status
+    metadata = json.loads((app.models_dir / f"{status['model']}.json").read_text())
+    assert metadata["config"]["drawn_share"] == DRAWN_OPTION and "--drawn-share 0.05" in metadata["command"]
+    assert metadata["config"]["train_size"] == 2000
 
 
 def test_a_training_run_streams_its_curves_then_saves_and_activates_the_model(app):
