@@ -25,6 +25,13 @@ from .models import (
 # Batch records are throttled to about this many per second; epoch records always go out.
 BATCH_RECORDS_PER_SECOND = 4
 EVAL_BATCH_SIZE = 1000
+# Batch normalisation's moving statistics trail the weights by ~1 / (1 - momentum) steps. A short run
+# (fewer steps than this) is scored on statistics that still describe its first steps: a 1-epoch CNN on
+# 6,000 images read 11% of the test set. Before each validation such a run recomputes them exactly, from
+# one pass over RECALIBRATION_IMAGES of its training images (95.8% then; ~0.2 s on 2 cores). Longer runs
+# keep Keras' own, which have long caught up (the presets' accuracy figures are theirs).
+RECALIBRATE_BELOW_STEPS = 500
+RECALIBRATION_IMAGES = 1024  # the CNN's activations for them: ~90 MB for a moment
 
 _lock = threading.Lock()
 _current: "TrainingJob | None" = None
@@ -201,6 +208,9 @@ class TrainingJob:
             }
         )
         stream = _Stream(self, steps, started)
+        if steps * config.epochs < RECALIBRATE_BELOW_STEPS:
+            sample = np.random.default_rng(config.seed).permutation(len(x_train))[:RECALIBRATION_IMAGES]
+            stream.recalibrate = lambda: precise_batch_norm(self.model, x_train[sample])
         self._trainer.fit(
             x_train,
             y_train,
@@ -226,6 +236,27 @@ class TrainingJob:
             )
 
 
+def precise_batch_norm(model: keras.Model, images_uint8: np.ndarray) -> None:
+    """Set every BatchNormalization layer's moving statistics to those of `images_uint8` (one forward
+    pass in training mode with momentum 0; no weight changes). No-op for a model without one."""
+    layers, pending = [], list(model.layers)
+    while pending:  # nested models too (a network behind its augmentation)
+        layer = pending.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layers.append(layer)
+        pending += getattr(layer, "layers", [])
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        model(images_uint8.astype(np.float32) / 255.0, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+
+
 class _ValidateUnlessStopped(list):
     """Keras' `validation_freq`: validate after every epoch, except one that a stop interrupted.
 
@@ -248,6 +279,7 @@ class _Stream(keras.callbacks.Callback):
         super().__init__()
         self.job, self.steps, self.started = job, steps, started
         self.failure = ""
+        self.recalibrate = None  # precise_batch_norm before each validation, for a short run
         self.epoch_seconds: list[float] = []
         self.history: dict[str, list[float]] = {}
 
@@ -307,6 +339,10 @@ class _Stream(keras.callbacks.Callback):
                 "elapsed": elapsed,
             }
         )
+
+    def on_test_begin(self, logs=None):
+        if self.recalibrate is not None and not self.job._stop_requested.is_set():
+            self.recalibrate()
 
     def on_test_batch_end(self, batch, logs=None):
         if self.job._stop_requested.is_set():

@@ -322,7 +322,7 @@ def test_only_the_drawing_surface_s_server_function_answers_and_posted_images_ar
     # Faster than that, one client is slowed down with a message, and others still draw.
     answers = [public.server_fn({"seq": n, "strokes": seven}, http=http).json()["html"] for n in range(40)]
     assert sum("too many drawings at once" in html for html in answers) >= 10
-    visitor, _ = Client(public.url, auth=public.auth, verbose=False).predict(None, api_name="/session")
+    visitor, *_ = Client(public.url, auth=public.auth, verbose=False).predict(None, api_name="/session")
     answer = public.server_fn({"seq": 1, "strokes": seven, "visitor": visitor}, http=http).json()["html"]
     assert '<div class="digit">7</div>' in answer  # a visitor with their own id has their own budget
     # The sketchpad's routes are gone from the API; the drawing's are there.

@@ -66,6 +66,20 @@ def test_short_run_learns_and_streams_records(mnist):
 
 
 @pytest.mark.slow
+def test_a_one_epoch_cnn_on_6000_images_is_scored_on_settled_statistics(mnist):
+    # 24 steps: batch normalisation's moving statistics still describe the first steps (11% on the test
+    # set before); the run recomputes them before it validates (precise_batch_norm) and reads > 95%.
+    job = start_training(TrainConfig.preset("cnn", epochs=1, train_size=6000), mnist)
+    records = run(job, timeout=300)
+    done = records[-1]
+    assert done["status"] == "finished", done["message"]
+    assert done["test_accuracy"] > 0.95, done["test_accuracy"]
+    # What the run scored is the model it keeps (its statistics are not changed again afterwards).
+    assert job.evaluate().test_accuracy == pytest.approx(done["test_accuracy"], abs=1e-3)
+    assert job.model.layers[-4].momentum == pytest.approx(0.9)  # its own momentum is restored
+
+
+@pytest.mark.slow
 def test_stop_ends_within_a_batch_and_second_job_is_busy(mnist):
     config = TrainConfig(epochs=50, batch_size=64, train_size=60_000)
     job = start_training(config, mnist)
