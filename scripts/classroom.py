@@ -396,7 +396,8 @@ def report(log: dict, args) -> dict:
         # The training worker is replaced after a few runs: its memory is bounded, not flat.
         "worker_rss_mb": {"peak": max(log["worker_rss"], default=0) / 1e6},
         "runs": [{**run, "error": run.get("error")} for run in runs],
-        "attacks": {name: {"tries": len(o), "refused": sum(ok for ok, _ in o), "said": o[-1][1]}
+        "attacks": {name: {"tries": len(o), "refused": sum(ok for ok, _ in o), "said": o[-1][1],
+                           "not_refused": [said for ok, said in o if not ok][:3]}
                     for name, o in attacks.items()},
         "targets": targets,
         "all_met": all(t["met"] for t in targets.values()),
@@ -424,6 +425,8 @@ def print_report(result: dict) -> None:
         )
     for name, outcome in result["attacks"].items():
         print(f"  attack {name:15} refused {outcome['refused']} of {outcome['tries']}: {outcome['said']}")
+        for said in outcome["not_refused"]:
+            print(f"    not refused: {said}")
     for name, target in result["targets"].items():
         value = target["value"]
         shown = f"{value:.1f}" if isinstance(value, float) else str(value)

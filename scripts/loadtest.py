@@ -365,7 +365,11 @@ def call(base: str, api_name: str, data: list | None = None, session: str | None
 
 def _http(base: str, connections: int) -> httpx.AsyncClient:
     # trust_env=False: never through a proxy from the environment, the app is on this machine.
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # keepalive_expiry under uvicorn's 5 s keep-alive: a connection the server is closing is never reused
+    # (that race answered a request with ReadError, as a browser would retry it on a new connection).
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0
+    )
     return httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits, trust_env=False)
 
 
