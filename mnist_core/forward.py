@@ -76,7 +76,9 @@ def _layer_steps(layer) -> list[Step] | None:
     """The numpy steps of one Keras layer, or None if this module does not know it."""
     kind = type(layer).__name__
     config = layer.get_config()
-    weights = [np.asarray(w, np.float32) for w in layer.get_weights()]
+    # A nested model's get_weights() copies all of its layers' weights: only the layers that use them.
+    own = kind in ("Dense", "Conv2D", "BatchNormalization")
+    weights = [np.asarray(w, np.float32) for w in layer.get_weights()] if own else []
     if kind in ("InputLayer", "Dropout", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomFlip"):
         return []  # nothing at inference
     if kind == "Sequential":

@@ -3,7 +3,6 @@
 import math
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -12,6 +11,7 @@ import numpy as np
 from .config import BusyError, TrainConfig
 from .data import Mnist
 from .drawn import training_images
+from .jobs import RecordedJob
 from .models import (
     ARCHITECTURES,
     IMAGE_SHAPE,
@@ -78,30 +78,15 @@ def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
     return job
 
 
-class TrainingJob:
+class TrainingJob(RecordedJob):
     """One run of `fit`; records accumulate in `records` and stream through `follow()`."""
 
     def __init__(self, config: TrainConfig, data: Mnist):
-        self.config = config
-        self.records: list[dict[str, Any]] = []
-        self.status = "running"  # then "finished", "stopped" or "failed"
-        self.message = ""
+        super().__init__(config)
         self.model: keras.Model | None = None
         self._trainer: keras.Model | None = None  # the model behind uint8 scaling (and augmentation)
-        self.epoch = 0
         self._data = data
-        self._changed = threading.Condition()
-        self._stop_requested = threading.Event()
         self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        """The final "done" record, once the job has ended."""
-        return None if self.running else self.records[-1]
 
     def stop(self) -> None:
         """Ask the job to stop; Keras checks the flag after every batch."""
@@ -135,24 +120,6 @@ class TrainingJob:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def follow(self, start: int = 0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield records from index `start` as they arrive, ending after the "done" record."""
-        index = start
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda i=index: len(self.records) > i or not self.running, timeout)
-                batch = self.records[index:]
-                ended = not self.running
-            yield from batch
-            index += len(batch)
-            if ended and index >= len(self.records):
-                return
-
-    def _emit(self, record: dict[str, Any]) -> None:
-        with self._changed:
-            self.records.append(record)
-            self._changed.notify_all()
-
     def _run(self) -> None:
         started = time.perf_counter()
         done: dict[str, Any] = {"type": "done"}
@@ -160,15 +127,11 @@ class TrainingJob:
             self._fit(started, done)
         except Exception as error:  # reported to whoever follows the job, never lost in a thread
             done.update(status="failed", message=f"training failed: {type(error).__name__}: {error}")
-        status = done.setdefault("status", "finished")
+        done.setdefault("status", "finished")
         done.setdefault("message", "")
         done["elapsed"] = time.perf_counter() - started
         done["model"] = self.model
-        with self._changed:
-            self.records.append(done)
-            self.message = done["message"]
-            self.status = status
-            self._changed.notify_all()
+        self._emit(done)
 
     def _fit(self, started: float, done: dict[str, Any]) -> None:
         config = self.config

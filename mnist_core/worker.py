@@ -25,12 +25,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import Any
 
 from .config import TrainConfig
+from .jobs import RecordedJob
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +61,6 @@ def _serve(conn, nice: int) -> None:
     """The worker's main loop: data, then train / evaluate / save / release, until "exit" or EOF."""
     with contextlib.suppress(OSError):
         os.nice(nice)
-    from .evaluate import evaluate_model
-    from .store import save_model
     from .training import start_training
 
     data, job = None, None
@@ -100,10 +97,10 @@ def _serve(conn, nice: int) -> None:
                     if not job.running and sent >= len(job.records):
                         break
             elif kind == "evaluate":
-                conn.send(("ok", evaluate_model(job.model, data.x_test, data.y_test)))
+                conn.send(("ok", job.evaluate()))
             elif kind == "save":
                 path, metadata = args
-                conn.send(("ok", str(save_model(job.model, Path(path), **metadata))))
+                conn.send(("ok", str(job.save(Path(path), **metadata))))
             elif kind == "release":
                 job = None
                 gc.collect()
@@ -218,33 +215,20 @@ class TrainingWorker:
                 process.wait(5)
 
 
-class WorkerJob:
+class WorkerJob(RecordedJob):
     """One run in the TrainingWorker; the same interface as training.TrainingJob, without `model`."""
 
     model = None  # the Keras model stays in the worker: see evaluate() and save()
 
     def __init__(self, worker: TrainingWorker, config: TrainConfig, data):
-        self.worker, self.config = worker, config
-        self.records: list[dict[str, Any]] = []
-        self.status = "running"
-        self.message = ""
-        self.epoch = 0
+        super().__init__(config)
+        self.worker = worker
         self.has_model = False
-        self._changed = threading.Condition()
-        self._stop_requested = threading.Event()
         self._ended = threading.Event()
         self._released = False
         self._data = data
         self._thread = threading.Thread(target=self._run, name="training-worker-job", daemon=True)
         self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        return None if self.running else self.records[-1]
 
     def stop(self) -> None:
         """Ask the run to stop after its current batch."""
@@ -256,18 +240,6 @@ class WorkerJob:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._ended.wait(timeout)
-
-    def follow(self, start: int = 0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        index = start
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda i=index: len(self.records) > i or not self.running, timeout)
-                batch = self.records[index:]
-                ended = not self.running
-            yield from batch
-            index += len(batch)
-            if ended and index >= len(self.records):
-                return
 
     def _run(self) -> None:
         self.worker._lock.acquire()  # released by release(), after the run's evaluate and save
@@ -281,23 +253,13 @@ class WorkerJob:
                 kind, record = self.worker._receive()
                 if kind == "error":  # the worker could not start the run
                     raise WorkerError(record)
-                with self._changed:
-                    self.records.append(record)
-                    if record["type"] in ("batch", "epoch"):
-                        self.epoch = record["epoch"]
-                    if record["type"] == "done":
-                        self.has_model = bool(record.get("has_model"))
-                        self.message = record.get("message", "")
-                        self.status = record.get("status", "failed")
-                    self._changed.notify_all()
+                if record["type"] == "done":
+                    self.has_model = bool(record.get("has_model"))
+                self._emit(record)
                 if record["type"] == "done":
                     break
         except Exception as error:  # the process could not start or died: the run fails, the app stays
-            done = {"type": "done", "status": "failed", "message": f"training failed: {error}"}
-            with self._changed:
-                self.records.append(done)
-                self.message, self.status = done["message"], "failed"
-                self._changed.notify_all()
+            self._emit({"type": "done", "status": "failed", "message": f"training failed: {error}"})
             self.release()
         finally:
             self._ended.set()

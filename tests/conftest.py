@@ -1,6 +1,7 @@
 """Shared fixtures: the real MNIST data, found the way CI finds it."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ def mnist(mnist_dir):
     from mnist_core.data import load_mnist
 
     return load_mnist(mnist_dir)
+
+
+def ready_studio(folder: Path, data, **options):
+    """A Studio on a models folder (made) holding a copy of the shipped model, with `data` as its MNIST,
+    its start-up load done."""
+    from mnist_core.studio import Studio
+
+    folder.mkdir(parents=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(ROOT / "models" / f"default{suffix}", folder)
+    studio = Studio(folder, **options)
+    studio._data = data
+    studio.start_loading().join()
+    return studio
 
 
 def scan(image: np.ndarray, path: Path) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ready_studio
 
 from mnist_core.config import BusyError, RunLimitError, TrainConfig
 from mnist_core.drawn import digit_strokes, place_strokes
@@ -20,14 +21,7 @@ QUICK = TrainConfig(epochs=1, batch_size=128, train_size=1000)  # 8 batches: a f
 
 @pytest.fixture
 def studio(tmp_path, mnist):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for suffix in (".keras", ".json"):
-        shutil.copy(ROOT / "models" / f"default{suffix}", folder)
-    studio = Studio(folder, max_runs_per_hour=None)
-    studio._data = mnist
-    studio.start_loading().join()
-    return studio
+    return ready_studio(tmp_path / "models", mnist, max_runs_per_hour=None)
 
 
 def wait_idle(studio, timeout: float = 180):

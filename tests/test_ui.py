@@ -2,14 +2,13 @@
 
 import ast
 import re
-import shutil
 import time
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
-from conftest import scan
+from conftest import ready_studio, scan
 
 from mnist_core.config import TrainConfig
 from mnist_core.drawn import digit_strokes, place_strokes, render_sketch
@@ -27,13 +26,7 @@ BOX = (0.33, 0.2, 0.67, 0.8)  # where a person draws a digit on the canvas
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, mnist):
-    folder = tmp_path_factory.mktemp("ui") / "models"
-    folder.mkdir()
-    for suffix in (".keras", ".json"):
-        shutil.copy(ROOT / "models" / f"default{suffix}", folder)
-    studio = Studio(folder)
-    studio._data = mnist
-    studio.start_loading().join()
+    studio = ready_studio(tmp_path_factory.mktemp("ui") / "models", mnist)
     assert studio.predictor.has_model, studio.model_error
     return studio
 

@@ -2,34 +2,26 @@
 with real (short) training; a stop reaches it; a crash fails only its run; it is replaced in time."""
 
 import os
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ready_studio
 
 from mnist_core.config import TrainConfig
 from mnist_core.store import load_model
-from mnist_core.studio import Studio
 from mnist_core.visitors import new_visitor_id
 from mnist_core.worker import WORKER_NICE, TrainingWorker, WorkerJob
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICK = TrainConfig(epochs=1, batch_size=128, train_size=1000)
 LONG = TrainConfig(epochs=50, batch_size=32, train_size=60000)  # stopped or killed long before its end
 
 
 @pytest.fixture
 def studio(tmp_path, mnist):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for suffix in (".keras", ".json"):
-        shutil.copy(ROOT / "models" / f"default{suffix}", folder)
-    studio = Studio(folder, max_runs_per_hour=None, training_process=True)
-    studio._data = mnist
-    studio.start_loading().join()  # starts the worker and hands it the data
+    # Its start-up load starts the worker and hands it the data.
+    studio = ready_studio(tmp_path / "models", mnist, max_runs_per_hour=None, training_process=True)
     yield studio
     studio.runs_manager.worker.close()
 

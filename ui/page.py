@@ -42,8 +42,8 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
         # queue) whether anything this page shows has changed, and only then fires `refresh`, the poll
         # below. Outside the tabs: a visitor who stays on Draw must still see their model change when
         # their run finishes, and a component in a tab never opened runs no script.
-        def changed(message, request: gr.Request):  # a plain function: see ui/workarounds.py
-            return watch_answer(studio, sessions, draw, train, message, request)
+        def changed(message):  # a plain function: see ui/workarounds.py
+            return watch_answer(studio, draw, train, message)
 
         watcher = gr.HTML(
             {"visitor": None},
@@ -96,10 +96,10 @@ def watch_key(draw, train, visitor) -> str:
     return hashlib.blake2b(repr(keys).encode(), digest_size=8).hexdigest()
 
 
-def watch_answer(studio, sessions, draw, train, message, request) -> dict:
+def watch_answer(studio, draw, train, message) -> dict:
     """The watcher's server function: {visitor, key} -> {key}, the summary of what the page shows now."""
     studio.start_loading()  # a no-op once started; needed under `gradio app.py`, which skips main()
     token = message.get("visitor") if isinstance(message, dict) else None
     if not (isinstance(token, str) and token in studio.visitors):
         return {"key": None}  # not a visitor the server knows: the page's load has not run yet
-    return {"key": watch_key(draw, train, sessions.from_token(token, request))}
+    return {"key": watch_key(draw, train, studio.visitors.get(token))}
