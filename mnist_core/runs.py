@@ -119,6 +119,8 @@ class Run:
     confusion_png: bytes | None = None  # the confusion matrix figure, ~20 kB
     mistakes: list[tuple[np.ndarray, str]] = field(default_factory=list)
     started_at: float | None = None
+    tune: object = None  # collection.TuneSpec of a fine-tuning on the owner's drawings; None: a training
+    tune_report: dict | None = None  # a finished fine-tuning's before and after (tuning.FineTuneJob)
 
     @property
     def active(self) -> bool:
@@ -141,12 +143,32 @@ def train_command(config: TrainConfig) -> str:
     return shlex.join(words)
 
 
+def tune_command(base: str, config: TrainConfig) -> str:
+    """The scripts/finetune.py command line that repeats a fine-tuning on the downloaded set."""
+    return shlex.join(
+        ["python", "scripts/finetune.py", "--base", f"models/{base}.keras", "--data", "my-digits.npz",
+         "--out", "tuned.keras", "--seed", str(config.seed)]
+    )  # fmt: skip
+
+
 def estimate_seconds(config: TrainConfig) -> float:
     """About how long a run of `config` takes on two cores: steps, samples, validation, start-up."""
     step, sample, validation, startup = COST[config.arch]
     steps = math.ceil(config.train_size / config.batch_size)
     per_epoch = steps * step + config.train_size * sample * (AUGMENT_COST if config.augment else 1)
     return startup + config.epochs * (per_epoch + validation)
+
+
+@dataclass(frozen=True)
+class _TuneSummary:
+    """What a fine-tuning run keeps of its collection.TuneSpec once it has started: not the images."""
+
+    base_name: str
+    drawings_per_digit: tuple[int, ...]
+
+    @classmethod
+    def of(cls, spec) -> _TuneSummary:
+        return cls(spec.base_name, tuple(spec.drawings_per_digit))
 
 
 class TrainingQueue:
@@ -235,8 +257,9 @@ class Runs:
                 "training is turned off on this server (a read-only demo): Draw and Dataset still work"
             )
 
-    def start(self, config: TrainConfig, visitor=None) -> Run:
+    def start(self, config: TrainConfig, visitor=None, tune=None) -> Run:
         """Queue a run for `visitor` (None: the operator); it trains when the runs before it have.
+        `tune`: a collection.TuneSpec, for a fine-tuning of its base model on its drawings.
 
         RunLimitError when the visitor already has a run waiting or training, has used up their runs per
         hour, or the run would take longer than the budget; BusyError when the queue is full.
@@ -276,7 +299,7 @@ class Runs:
                 # The operator's scripts train in this process too: one job at a time, no queue for them.
                 raise BusyError("a training run is already in progress; stop it or wait for it to finish")
             self.limiter.check(owner)
-            run = Run(self._numbers + 1, config, owner=owner, estimate_seconds=estimate)
+            run = Run(self._numbers + 1, config, owner=owner, estimate_seconds=estimate, tune=tune)
             run.owner_name = visitor.name if visitor is not None else ""
             self.queue.put(run)
             self._numbers += 1
@@ -296,7 +319,8 @@ class Runs:
 
         try:
             start = self.worker.start if self.worker is not None else start_training
-            run.job = start(run.config, self.studio.data())
+            run.job = start(run.config, self.studio.data(), tune=run.tune)
+            run.tune = None if run.tune is None else _TuneSummary.of(run.tune)  # the images go with the job
         except Exception as error:  # its owner sees why; the runs behind it go on
             run.phase, run.message = "failed", f"the run could not start: {error}"
             self._dispatch()
@@ -399,15 +423,20 @@ class Runs:
             "epoch_seconds": done.get("epoch_seconds"),
             "history": done.get("history"),
         }
+        command = train_command(config)
+        if run.tune is not None:
+            run.tune_report = {**(done.get("tune") or {}), "mnist_after": evaluation.test_accuracy}
+            metrics["tune"] = run.tune_report
+            command = tune_command(run.tune.base_name, config)
         models_dir = self.studio.models_dir
-        name = new_model_name(config.arch, models_dir)
+        name = new_model_name("tuned" if run.tune is not None else config.arch, models_dir)
         extra = {"owner": owner_key(run.owner)} if run.owner else {}
         try:
             path = job.save(
                 models_dir / f"{name}.keras",
                 config=config.to_dict(),
                 metrics=metrics,
-                command=train_command(config),
+                command=command,
                 **extra,
             )
         except Exception as error:  # a full disk or a read-only folder: the results still show

@@ -374,6 +374,23 @@ class Studio:
         """Queue a run (runs.Runs.start); RunLimitError past a cap, BusyError when the queue is full."""
         return self.runs_manager.start(config, visitor)
 
+    def start_tune(self, visitor: Visitor, seed: int = 0) -> Run:
+        """Queue a fine-tuning of the model `visitor` draws with on their own digits (a run like any other:
+        the same queue and caps); ValueError when their set has nothing to train on."""
+        from .collection import TuneSpec
+        from .finetune import tune_config
+
+        self.check_training()
+        if visitor is None:
+            raise ValueError("fine-tuning needs a visitor's own digits: reload the page")
+        name = self.visitor_model(visitor)
+        info = next((info for info in self.models() if info.name == name), None)
+        if info is None:
+            raise ValueError(f"no model is active to fine-tune ({self.model_error or 'none loaded'})")
+        spec = TuneSpec.of(visitor.digits, info.name, info.path, info.test_accuracy)
+        config = tune_config(info.metadata.get("config"), len(spec.y_train), seed)
+        return self.runs_manager.start(config, visitor, tune=spec)
+
     def stop_run(self, visitor: Visitor | None = None) -> Run | None:
         """Stop the visitor's training run or cancel their waiting one; the run, or None if they have none."""
         return self.runs_manager.stop(visitor)

@@ -62,8 +62,9 @@ def drawn_count(share: float, mnist_images: int) -> int:
     return round(share * mnist_images / (1 - share))
 
 
-def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
-    """Start a job in the background; raise BusyError while another one runs."""
+def start_training(config: TrainConfig, data: Mnist, tune=None) -> "TrainingJob":
+    """Start a job in the background (`tune`, a collection.TuneSpec: a fine-tuning); raise BusyError while
+    another one runs."""
     global _current
     with _lock:
         if _current is not None and _current.running:
@@ -72,7 +73,12 @@ def start_training(config: TrainConfig, data: Mnist) -> "TrainingJob":
                 f"a training run is already in progress ({_current.config.arch}, {where}); "
                 "stop it or wait for it to finish"
             )
-        job = TrainingJob(config, data)
+        if tune is None:
+            job = TrainingJob(config, data)
+        else:
+            from .tuning import FineTuneJob
+
+            job = FineTuneJob(config, data, tune)
         _current = job
         job._thread.start()
     return job

@@ -13,6 +13,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .collection import DigitSet, SetBudget
+
 IDLE_SECONDS = 2 * 3600.0  # a visitor not seen for this long is forgotten (their runs stay on the board)
 CAPACITY = 2000  # visitors kept at most; the longest idle go first
 PREDICTIONS_PER_SECOND, PREDICTION_BURST = 8.0, 24  # a person draws a stroke every 0.3 s at the fastest
@@ -46,13 +48,15 @@ class TokenBucket:
 
 @dataclass(eq=False)
 class Visitor:
-    """One visitor: the model they draw with (None: the server's default) and the name they typed."""
+    """One visitor: the model they draw with (None: the server's default), the name they typed, their own
+    labelled digits."""
 
     id: str
     model_name: str | None = None
     name: str = ""
     last_seen: float = 0.0
     bucket: TokenBucket = field(default_factory=lambda: TokenBucket(PREDICTIONS_PER_SECOND, PREDICTION_BURST))
+    digits: DigitSet = field(default_factory=DigitSet)
 
 
 def owner_key(visitor_id: str) -> str:
@@ -79,7 +83,13 @@ def check_visitor_id(visitor_id) -> str:
 class Visitors:
     """The visitors of one process, least recently seen first; bounded in count and idle time."""
 
-    def __init__(self, idle_seconds: float = IDLE_SECONDS, capacity: int = CAPACITY, clock=time.monotonic):
+    def __init__(
+        self,
+        idle_seconds: float = IDLE_SECONDS,
+        capacity: int = CAPACITY,
+        clock=time.monotonic,
+        budget: SetBudget | None = None,
+    ):
         if not idle_seconds > 0 or not capacity >= 1:
             raise ValueError(
                 f"expected idle_seconds > 0 and capacity >= 1, received {idle_seconds}, {capacity}"
@@ -87,6 +97,7 @@ class Visitors:
         self.idle_seconds, self.capacity, self._clock = idle_seconds, capacity, clock
         self._visitors: OrderedDict[str, Visitor] = OrderedDict()
         self._lock = threading.Lock()
+        self.budget = budget or SetBudget()  # the drawings all visitors' sets hold together
 
     def get(self, visitor_id: str) -> Visitor:
         """The visitor with this id, made if new; seeing them keeps them."""
@@ -94,19 +105,26 @@ class Visitors:
         now = self._clock()
         with self._lock:
             self._expire(now)
-            visitor = self._visitors.pop(visitor_id, None) or Visitor(visitor_id)
+            visitor = self._visitors.pop(visitor_id, None)
+            if visitor is None:
+                visitor = Visitor(visitor_id, digits=DigitSet(self.budget))
             visitor.last_seen = now
             self._visitors[visitor_id] = visitor
             while len(self._visitors) > self.capacity:
-                self._visitors.popitem(last=False)
+                self._forget(self._visitors.popitem(last=False)[1])
             return visitor
+
+    @staticmethod
+    def _forget(visitor: Visitor) -> None:
+        """A visitor is gone: so are their drawings (nothing of them was ever written to disk)."""
+        visitor.digits.clear()
 
     def _expire(self, now: float) -> None:
         while self._visitors:
             oldest = next(iter(self._visitors.values()))
             if now - oldest.last_seen <= self.idle_seconds:
                 return
-            self._visitors.popitem(last=False)
+            self._forget(self._visitors.popitem(last=False)[1])
 
     def __len__(self) -> int:
         return len(self._visitors)

@@ -77,7 +77,9 @@ def _serve(conn, nice: int) -> None:
                 data = args[0]
                 conn.send(("ok", None))
             elif kind == "train":
-                job = start_training(TrainConfig.from_dict(args[0]), data)
+                job = start_training(
+                    TrainConfig.from_dict(args[0]), data, tune=args[1] if len(args) > 1 else None
+                )
                 sent = 0
                 while True:
                     job.wait(POLL_SECONDS)
@@ -149,9 +151,10 @@ class TrainingWorker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.poll() is None else None
 
-    def start(self, config: TrainConfig, data) -> WorkerJob:
-        """A job for `config`; it starts the process and sends the data itself (returns at once)."""
-        return WorkerJob(self, config, data)
+    def start(self, config: TrainConfig, data, tune=None) -> WorkerJob:
+        """A job for `config` (`tune`: a fine-tuning's collection.TuneSpec); it starts the process and sends
+        the data itself (returns at once)."""
+        return WorkerJob(self, config, data, tune)
 
     def prepare(self, data) -> None:
         """Start the process and hand it the data now, so that the first run need not wait for them."""
@@ -220,9 +223,10 @@ class WorkerJob(RecordedJob):
 
     model = None  # the Keras model stays in the worker: see evaluate() and save()
 
-    def __init__(self, worker: TrainingWorker, config: TrainConfig, data):
+    def __init__(self, worker: TrainingWorker, config: TrainConfig, data, tune=None):
         super().__init__(config)
         self.worker = worker
+        self.tune = tune
         self.has_model = False
         self._ended = threading.Event()
         self._released = False
@@ -246,7 +250,7 @@ class WorkerJob(RecordedJob):
         try:
             self.worker._ensure(self._data)
             self._data = None
-            self.worker._conn.send(("train", self.config.to_dict()))
+            self.worker._conn.send(("train", self.config.to_dict(), self.tune))
             if self._stop_requested.is_set():  # a stop that came while the process started
                 self.worker._conn.send(("stop",))
             while True:

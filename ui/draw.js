@@ -12,6 +12,7 @@ let undone = []; // strokes taken back by Undo, for Redo
 let current = null; // the stroke being drawn: {id, points}
 let seq = props.value?.seq ?? 0; // number of the latest drawing sent; older answers are dropped
 let visitor = props.value?.visitor ?? null; // who draws: the page's visitor id, set by the page's load
+let own = props.value?.own ?? ""; // the panel of the visitor's own labelled digits (HTML from the server)
 
 function paint() {
   context.fillStyle = "#ffffff";
@@ -108,6 +109,11 @@ element.querySelector("#draw-redo").addEventListener("click", redo);
 element.querySelector("#draw-clear").addEventListener("click", clear);
 canvas.addEventListener("keydown", (event) => {
   const key = event.key.toLowerCase();
+  if (/^[0-9]$/.test(key) && !(event.ctrlKey || event.metaKey || event.altKey)) {
+    event.preventDefault();
+    label(Number(key)); // "that is a 7", typed
+    return;
+  }
   if (!(event.ctrlKey || event.metaKey)) return;
   if (key === "z" && !event.shiftKey) undo();
   else if (key === "y" || (key === "z" && event.shiftKey)) redo();
@@ -116,8 +122,56 @@ canvas.addEventListener("keydown", (event) => {
 });
 
 function show(html, source = "sketch") {
-  props.value = { seq, source, visitor, strokes: strokes.map((points) => points.slice()), html };
+  props.value = { seq, source, visitor, own, strokes: strokes.map((points) => points.slice()), html };
 }
+
+function showOwn(html) {
+  own = html;
+  props.value = { ...props.value, own };
+}
+
+// "That is a 7": the drawing on the canvas joins the visitor's own digits, and the canvas clears for the
+// next one. Only while the canvas holds a drawing whose answer is shown.
+async function label(digit) {
+  if (!strokes.length || labelling) return;
+  labelling = true;
+  const drawing = strokes.map((points) => points.slice());
+  let answer;
+  try {
+    answer = await server.label_drawing({ seq, strokes: drawing, visitor, label: digit });
+  } catch (error) {
+    console.error("MNIST Studio: the drawing could not be added", error);
+  } finally {
+    labelling = false;
+  }
+  if (answer?.own) showOwn(answer.own);
+  if (answer?.ok && answer.seq === seq) {
+    strokes = [];
+    undone = [];
+    paint();
+    send();
+  }
+}
+let labelling = false;
+
+async function ownAction(name, message) {
+  let answer;
+  try {
+    answer = await server[name]({ ...message, visitor });
+  } catch (error) {
+    console.error(`MNIST Studio: ${name} failed`, error);
+  }
+  if (answer?.own) showOwn(answer.own);
+}
+
+// The label buttons and the set's buttons come and go with the server's HTML: one listener for all.
+element.addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  if (!button || !element.contains(button)) return;
+  if (button.dataset.label !== undefined) label(Number(button.dataset.label));
+  else if (button.dataset.delete !== undefined) ownAction("delete_drawing", { id: Number(button.dataset.delete) });
+  else if (button.dataset.clear !== undefined) ownAction("clear_drawings", {});
+});
 
 // One message per change of the drawing; only the answer to the latest one is shown.
 async function send() {
@@ -138,7 +192,11 @@ async function send() {
 // changed since that value was made, its answer is stale; ask again.
 watch("value", () => {
   const value = props.value;
-  if (value?.visitor) visitor = value.visitor;
+  if (value?.visitor && value.visitor !== visitor) {
+    visitor = value.visitor;
+    ownAction("own_set", {}); // the set this visitor already has (after a reload, say)
+  }
+  if (typeof value?.own === "string") own = value.own;
   if (value?.source === "sketch" && value.seq !== seq) send();
 });
 

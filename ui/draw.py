@@ -11,22 +11,19 @@ shows only if no newer drawing has been sent since: answers land in drawing orde
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
-from mnist_core.plots import upscale
 from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist
 
 from .errors import friendly_errors, message, title
+from .own import OwnDigits, own_html, tune_html
+from .values import png_base64, seq_of, strokes_of
 
 HERE = Path(__file__).resolve().parent
 PREVIEW_SIDE = 168  # px on screen of the 28 px image the model sees, in whole-pixel blocks (CSS)
-MAX_SEQ = 2**53  # the page counts its drawings in a JavaScript number
 EMPTY_ANSWER = (
     '<div id="answer" class="answer empty"><div class="hint">✏️ Draw a digit</div>'
     "<div>on the canvas (or upload a photo); the model answers as you draw.</div></div>"
@@ -34,12 +31,34 @@ EMPTY_ANSWER = (
 
 
 def empty_value(seq: int = 0) -> dict:
-    """The surface's value with nothing drawn: what a fresh page shows."""
-    return {"seq": seq, "source": "sketch", "strokes": [], "html": EMPTY_ANSWER}
+    """The surface's value with nothing drawn: what a fresh page shows (`own`: the set's panel, filled in
+    by the page once it knows its visitor)."""
+    return {"seq": seq, "source": "sketch", "strokes": [], "html": EMPTY_ANSWER, "own": ""}
 
 
-def result_html(result) -> str:
-    """The answer, the 28 x 28 image the model sees and the ten probabilities; None: the empty state."""
+def kept(drawing, visitor) -> dict:
+    """A fresh surface value for `visitor` with the drawing of the page's value `drawing` (its number and
+    strokes) and their set's panel, made here (never the page's HTML sent back)."""
+    own = own_html(visitor.digits) if visitor is not None else ""
+    return {**empty_value(seq_of(drawing)), "strokes": strokes_of(drawing), "own": own}
+
+
+def label_row(digit: int) -> str:
+    """'That is a ...': the ten digits as buttons, the model's answer marked; ui/draw.js sends the choice."""
+    buttons = "".join(
+        f'<button type="button" data-label="{d}" class="{"answered" if d == digit else ""}"'
+        f' title="Add this drawing to your digits as a {d} (key {d})">{d}</button>'
+        for d in range(10)
+    )
+    return (
+        '<div class="label-row" role="group" aria-label="say which digit you drew">'
+        f'<span class="label-ask">That is a</span>{buttons}</div>'
+    )
+
+
+def result_html(result, labels: bool = False) -> str:
+    """The answer, the 28 x 28 image the model sees and the ten probabilities; None: the empty state.
+    `labels`: offer "that is a ..." (for a drawing, not a photo)."""
     if result is None:
         return EMPTY_ANSWER
     image, probabilities = result
@@ -52,7 +71,7 @@ def result_html(result) -> str:
     return (
         f'<div id="answer" class="answer"><div class="digit">{digit}</div>'
         f'<div class="sure">{probabilities[digit]:.0%} sure</div></div>'
-        f"{preview_html(image)}"
+        f"{label_row(digit) if labels else ''}{preview_html(image)}"
         f'<ol class="probabilities" aria-label="probability of each digit">{bars}</ol>'
     )
 
@@ -78,13 +97,6 @@ def preview_html(image) -> str:
     )
 
 
-def png_base64(image) -> str:
-    """A grey image (float in [0, 1] or uint8) as base64 PNG, for an inline <img>."""
-    buffer = io.BytesIO()
-    Image.fromarray(upscale(image, 1)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def model_status(studio, visitor=None) -> str:
     """One line about the model this visitor draws with."""
     if studio.loading:
@@ -99,28 +111,13 @@ def _label(result) -> dict | None:
     return None if result is None else {str(d): float(p) for d, p in enumerate(result[1])}
 
 
-def _seq(value) -> int:
-    """The drawing number in a surface value from the page (or an API client), checked."""
-    seq = value.get("seq", 0) if isinstance(value, dict) else 0
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
-        raise ValueError(f"seq: expected a whole number from 0 to {MAX_SEQ}, received {seq!r:.40}")
-    return seq
-
-
-def _strokes(value) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        raise ValueError(f"expected the drawing as a dict with 'strokes', received {type(value).__name__}")
-    return value.get("strokes") or []
-
-
 class DrawTab:
     """The Draw tab's handlers, its layout and its part of the page's poll."""
 
     def __init__(self, studio, sessions):
         self.studio = studio
         self.sessions = sessions
+        self.own = OwnDigits(studio, sessions)
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -134,12 +131,12 @@ class DrawTab:
     def classify_strokes(self, drawing: dict, request: gr.Request | None = None) -> dict:
         """The page's server function: {seq, strokes, visitor} -> {seq, html}; bad input gets a message."""
         try:
-            seq = _seq(drawing)
+            seq = seq_of(drawing)
         except ValueError as error:
             return {"seq": None, "html": error_html(error)}
         try:
             visitor = self.sessions.from_token(drawing.get("visitor"), request)
-            return {"seq": seq, "html": result_html(self.classify(_strokes(drawing), visitor))}
+            return {"seq": seq, "html": result_html(self.classify(strokes_of(drawing), visitor), labels=True)}
         except Exception as error:  # the page shows it in the answer panel; nothing else changes
             return {"seq": seq, "html": error_html(error)}
 
@@ -157,9 +154,9 @@ class DrawTab:
     def predict_photo(self, image_path, drawing, request: gr.Request = None):
         """Show the answer for an uploaded photo in the answer panel; the drawing stays as it is."""
         visitor = self.sessions.visitor(request)
-        value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
+        value = kept(drawing, visitor)
         if image_path is None:  # the photo was removed: the drawing's answer again
-            return {**value, "html": result_html(self.classify(value["strokes"], visitor))}
+            return {**value, "html": result_html(self.classify(value["strokes"], visitor), labels=True)}
         return {**value, "source": "photo", "html": result_html(self._classify_file(image_path, visitor))}
 
     @friendly_errors
@@ -167,13 +164,13 @@ class DrawTab:
         """Make the chosen model the one this visitor draws with; read the photo shown, or the drawing,
         again with it. Nobody else's answers change."""
         visitor = self.sessions.visitor(request)
-        value = {**empty_value(_seq(drawing)), "strokes": _strokes(drawing)}
+        value = kept(drawing, visitor)
         self.studio.select_model(name, visitor)
         try:  # the switch stands; a photo or drawing that cannot be read says so in the answer panel
             if isinstance(drawing, dict) and drawing.get("source") == "photo" and photo:
                 value.update(source="photo", html=result_html(self._classify_file(photo, visitor)))
             else:
-                value["html"] = result_html(self.classify(value["strokes"], visitor))
+                value["html"] = result_html(self.classify(value["strokes"], visitor), labels=True)
         except ValueError as error:
             value["html"] = error_html(error)
         return model_status(self.studio, visitor), value
@@ -202,8 +199,23 @@ class DrawTab:
         studio = self.studio
         tab = self
 
-        def classify_strokes(drawing, request: gr.Request):  # a plain function: see ui/workarounds.py
+        own = self.own
+
+        # Plain functions: see ui/workarounds.py.
+        def classify_strokes(drawing, request: gr.Request):
             return tab.classify_strokes(drawing, request)
+
+        def label_drawing(message, request: gr.Request):
+            return own.label_drawing(message, request)
+
+        def delete_drawing(message, request: gr.Request):
+            return own.delete_drawing(message, request)
+
+        def clear_drawings(message, request: gr.Request):
+            return own.clear_drawings(message, request)
+
+        def own_set(message, request: gr.Request):
+            return own.own_set(message, request)
 
         with gr.Row(equal_height=True):
             with gr.Column(scale=2):
@@ -214,13 +226,21 @@ class DrawTab:
             empty_value(),
             html_template=(HERE / "draw.html").read_text(),
             js_on_load=(HERE / "draw.js").read_text(),
-            server_functions=[classify_strokes],
+            server_functions=[classify_strokes, label_drawing, delete_drawing, clear_drawings, own_set],
             elem_id="drawpad",
             apply_default_css=False,
             side=CANVAS_SIDE,
             brush=BRUSH_WIDTH,
             empty=EMPTY_ANSWER,
         )
+        with gr.Row(elem_id="own-tools"):
+            tune_button = gr.Button("Fine-tune on my digits", variant="primary", elem_id="tune-button")
+            download_button = gr.Button("Download my digits (.npz)", elem_id="own-download")
+            upload_button = gr.UploadButton(
+                "Upload a set (.npz)", file_types=[".npz"], type="filepath", elem_id="own-upload"
+            )
+        self.tune_status = gr.HTML("", elem_id="tune-status")
+        own_file = gr.File(label="Your digits, in the layout of Keras' mnist.npz", visible=False)
         with gr.Accordion("Or upload a photo of a handwritten digit", open=False):
             self.photo = gr.File(
                 label="A photo or image of one handwritten digit",
@@ -245,6 +265,18 @@ class DrawTab:
             **fast,
         )
         gr.api(self.active_model, api_name="active_model", concurrency_limit=None, concurrency_id="poll")
+        tune_button.click(
+            own.finetune,
+            None,
+            self.tune_status,
+            api_name="finetune",
+            concurrency_limit=1,
+            concurrency_id="train",
+        )
+        download_button.click(own.download, None, own_file, api_name="download_digits", concurrency_limit=4)
+        upload_button.upload(
+            own.upload, [upload_button, self.pad], self.pad, api_name="upload_digits", concurrency_limit=4
+        )
         self.model_picker.input(
             self.select_model,
             [self.model_picker, self.pad, self.photo],
@@ -254,20 +286,32 @@ class DrawTab:
             concurrency_id="model",
         )
 
-    def poll_keys(self, visitor) -> tuple:
-        """What the tab's poll part shows depends on."""
+    def poll_outputs(self) -> list:
+        return [self.model_status, self.model_picker]
+
+    def poll_keys(self, visitor) -> dict:
+        """What each of the tab's poll parts shows depends on."""
         studio = self.studio
         who = visitor.id if visitor else None
-        return (who, studio.visitor_model(visitor), studio.model_version, studio.loading, studio.model_error)
+        model = (who, studio.visitor_model(visitor), studio.model_version, studio.loading, studio.model_error)
+        run = studio.latest_run(visitor) if visitor else None
+        tune = None if run is None or run.tune is None else studio.version(visitor)
+        return {"model": model, "tune": tune}
 
-    def poll_part(self, changed: bool, visitor) -> list:
+    def poll_part(self, changed: dict, visitor) -> list:
         """The model status line (sent each time: cheaper than a skip, ui/workarounds.py) and the picker,
         skipped when nothing changed."""
         studio = self.studio
-        if not changed:
+        if not changed["model"]:
             return [model_status(studio, visitor), gr.skip()]
         choices = studio.model_choices(visitor)
         return [
             model_status(studio, visitor),
             gr.Dropdown(choices=choices, value=studio.visitor_model(visitor)),
         ]
+
+    def tune_part(self, changed: dict, visitor):
+        """The fine-tuning's status below the surface (self.tune_status), skipped when it did not change."""
+        if not changed["tune"]:
+            return gr.skip()
+        return tune_html(self.studio.latest_run(visitor), self.studio.status(visitor)) if visitor else ""

@@ -6,6 +6,7 @@ import logging
 
 import gradio as gr
 
+from mnist_core.collection import SetFullError
 from mnist_core.config import BusyError, RunLimitError, TrainingDisabledError
 from mnist_core.data import MnistDataError, MnistNotFoundError
 from mnist_core.store import ModelFileError
@@ -22,6 +23,7 @@ TITLES = (
     (ModelFileError, "Model file problem"),
     (ModelNotReady, "Model still loading"),
     (RateLimitError, "A moment, please"),
+    (SetFullError, "Your set is full"),
     (ValueError | FileNotFoundError, "Invalid input"),
 )
 

@@ -72,13 +72,13 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             studio.start_loading()  # a no-op once started; needed under `gradio app.py`, which skips main()
             visitor = sessions.visitor(request)
             seen = dict(seen or {})
-            keys = {"model": draw.poll_keys(visitor), **train.poll_keys(visitor, bool(compare))}
+            keys = {**draw.poll_keys(visitor), **train.poll_keys(visitor, bool(compare))}
             changed = {group: seen.get(group) != key for group, key in keys.items()}
-            parts = draw.poll_part(changed["model"], visitor)
+            parts = draw.poll_part(changed, visitor)
             parts += train.poll_part(changed, keys, visitor, bool(compare))
-            return *parts, {**seen, **keys}
+            return *parts, draw.tune_part(changed, visitor), {**seen, **keys}
 
-        outputs = [draw.model_status, draw.model_picker, *train.poll_outputs(), seen]
+        outputs = [*draw.poll_outputs(), *train.poll_outputs(), draw.tune_status, seen]
         polling = {"fn": poll, "inputs": [seen, train.compare], "outputs": outputs, "concurrency_limit": None}
         # The page's first poll comes right after its visitor is known.
         demo.load(
@@ -92,7 +92,7 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
 
 def watch_key(draw, train, visitor) -> str:
     """A short summary of what `visitor`'s page shows (the poll's keys): it changes when they change."""
-    keys = {"model": draw.poll_keys(visitor), **train.poll_keys(visitor, False)}
+    keys = {**draw.poll_keys(visitor), **train.poll_keys(visitor, False)}
     return hashlib.blake2b(repr(keys).encode(), digest_size=8).hexdigest()
 
 

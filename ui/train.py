@@ -12,8 +12,8 @@ from mnist_core.config import DRAWN_OPTION, LIMITS, PRESETS, TrainConfig
 from mnist_core.studio import preset_values
 
 from .charts import line_chart
-from .draw import png_base64
 from .errors import friendly_errors
+from .values import png_base64
 
 RESULTS_CACHED = 64  # runs whose results' HTML is kept ready
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]

@@ -1,0 +1,36 @@
+"""The drawing surface's values (ui/draw.js <-> Python): the drawing's number, its strokes; inline PNGs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image
+
+from mnist_core.plots import upscale
+
+MAX_SEQ = 2**53  # the page counts its drawings in a JavaScript number
+
+
+def png_base64(image) -> str:
+    """A grey image (float in [0, 1] or uint8) as base64 PNG, for an inline <img>."""
+    buffer = io.BytesIO()
+    Image.fromarray(upscale(image, 1)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def seq_of(value) -> int:
+    """The drawing number in a surface value from the page (or an API client), checked."""
+    seq = value.get("seq", 0) if isinstance(value, dict) else 0
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq: expected a whole number from 0 to {MAX_SEQ}, received {seq!r:.40}")
+    return seq
+
+
+def strokes_of(value) -> list:
+    """The stroke points in a surface value (unchecked: preprocess checks them)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise ValueError(f"expected the drawing as a dict with 'strokes', received {type(value).__name__}")
+    return value.get("strokes") or []
