@@ -77,6 +77,7 @@ class Studio:
         self._data_tried = False
         self._data_lock = threading.Lock()
         self._overviews: dict[str, tuple] = {}
+        self._export_lock = threading.Lock()
         # training_process: runs train in a worker process (mnist_core.worker), as the app's do.
         worker = None
         if training and training_process:
@@ -285,6 +286,19 @@ class Studio:
         if removed:
             self.model_version += 1
         return removed
+
+    def export(self, visitor: Visitor | None, fmt: str) -> tuple[bytes, str]:
+        """The model `visitor` draws with as a file of `fmt` (export.FORMATS): (its bytes, a file name)."""
+        from .export import export_bytes, export_suffix
+
+        export_suffix(fmt)  # ValueError for an unknown format, before anything loads
+        if not self.start_loading() or not self._loaded.wait(MODEL_WAIT_SECONDS):
+            raise ModelNotReady("the model is still loading; try again in a few seconds")
+        predictor = self.predictor_for(visitor)
+        if not predictor.has_model:
+            raise ValueError(f"no model is active: {self.model_error}")
+        with self._export_lock:  # a conversion takes seconds of CPU: one at a time
+            return export_bytes(predictor.model, fmt, self.visitor_model(visitor) or "model")
 
     # --- prediction -----------------------------------------------------------------------------
 

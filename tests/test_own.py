@@ -4,6 +4,7 @@ real fine-tuning run through the training queue that becomes the visitor's model
 import json
 import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -157,3 +158,38 @@ def test_the_panel_lists_at_most_a_dozen_per_digit_but_counts_them_all(studio):
     panel = own_html(digits)
     assert panel.count("data-delete=") == 12 and "×20" in panel and "+8" in panel
     assert panel.count("own-item misread") == 12
+
+
+def test_the_dataset_tab_browses_your_digits_beside_mnist(studio):
+    from ui.dataset import DatasetTab
+
+    own, request, visitor_id = page(studio, "dataset")
+    tab = DatasetTab(studio, own.sessions)
+    for k, digit in enumerate((6, 6, 6, 1)):
+        own.label_drawing({"seq": k, "strokes": strokes_of(digit), "visitor": visitor_id, "label": digit})
+    text, counts, means = tab.overview("own", request)
+    assert "Your digits: 4 drawings, 1 of them kept aside" in text and "Only you see them" in text
+    assert counts["images"].tolist() == [0, 1, 0, 0, 0, 0, 3, 0, 0, 0] and [c for _, c in means] == ["1", "6"]
+    shown = tab.samples("own", "6", 10, request)
+    assert sorted(caption for _, caption in shown) == ["6", "6", "6 (kept aside)"]
+    assert shown[0][0].shape[:2] == (112, 112)
+    mnist = tab.samples("train", "any", 5, request)
+    assert len(mnist) == 5  # MNIST as before
+    other, other_request, _ = page(studio, "dataset-other")
+    assert "0 drawings" in DatasetTab(studio, other.sessions).overview("own", other_request)[0]
+
+
+def test_the_active_model_downloads_in_each_format(studio):
+    from ui.draw import DrawTab
+
+    tab = DrawTab(studio, Sessions(studio))
+    request = SimpleNamespace(session_hash="session-export", client=None, headers={})
+    tab.sessions.start(None, request)
+    path = tab.export("keras", request)["value"]
+    assert path.endswith("default.keras") and Path(path).stat().st_size > 100_000
+    from mnist_core.store import load_model
+
+    model, _ = load_model(path)
+    assert model.count_params() == studio.predictor.model.count_params()
+    with pytest.raises(gr.Error, match="unknown export format"):
+        tab.export("pickle", request)

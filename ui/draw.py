@@ -12,6 +12,7 @@ shows only if no newer drawing has been sent since: answers land in drawing orde
 from __future__ import annotations
 
 import html
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -23,6 +24,7 @@ from .own import OwnDigits, own_html, tune_html
 from .values import png_base64, seq_of, strokes_of
 
 HERE = Path(__file__).resolve().parent
+EXPORT_CHOICES = [("Keras (.keras)", "keras"), ("ONNX (.onnx)", "onnx"), ("LiteRT (.tflite)", "litert")]
 PREVIEW_SIDE = 168  # px on screen of the 28 px image the model sees, in whole-pixel blocks (CSS)
 EMPTY_ANSWER = (
     '<div id="answer" class="answer empty"><div class="hint">✏️ Draw a digit</div>'
@@ -175,6 +177,15 @@ class DrawTab:
             value["html"] = error_html(error)
         return model_status(self.studio, visitor), value
 
+    @friendly_errors
+    def export(self, fmt, request: gr.Request = None):
+        """The model this visitor draws with, as a file of `fmt` to download (checked by scripts/export.py's
+        tests: the same probabilities in its own runtime)."""
+        data, name = self.studio.export(self.sessions.visitor(request), fmt)
+        path = Path(tempfile.mkdtemp(prefix="mnist-export-")) / name
+        path.write_bytes(data)  # a fresh folder each time: nobody reads it half-written
+        return gr.update(value=str(path), visible=True)
+
     def active_model(self, request: gr.Request = None) -> dict:
         """The model this visitor draws with: its name and its picker label."""
         visitor = self.sessions.visitor(request)
@@ -249,6 +260,11 @@ class DrawTab:
                 type="filepath",
                 height=140,
             )
+        with gr.Accordion("Take this model elsewhere: download it as .keras, ONNX or LiteRT", open=False):
+            with gr.Row():
+                export_format = gr.Radio(EXPORT_CHOICES, value="keras", label="Format", scale=2)
+                export_button = gr.Button("Download the model", elem_id="export-button", scale=1)
+            export_file = gr.File(label="The model you draw with", visible=False, elem_id="export-file")
         # Outputs of API-only events (gr.on with no trigger): their values never show in the page.
         probabilities = gr.Label(visible=False, num_top_classes=10)
         strokes = gr.JSON(visible=False)
@@ -277,6 +293,10 @@ class DrawTab:
         upload_button.upload(
             own.upload, [upload_button, self.pad], self.pad, api_name="upload_digits", concurrency_limit=4
         )
+        export_button.click(
+            self.export, export_format, export_file, api_name="export_model", concurrency_limit=1,
+            concurrency_id="export",
+        )  # fmt: skip
         self.model_picker.input(
             self.select_model,
             [self.model_picker, self.pad, self.photo],

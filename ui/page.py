@@ -21,7 +21,7 @@ POLL_SECONDS = 1.0
 def build_demo(studio, training: bool = True) -> gr.Blocks:
     """The whole page for one Studio; `training=False` leaves the Train tab out (a read-only demo)."""
     sessions = Sessions(studio)
-    draw, train, dataset = DrawTab(studio, sessions), TrainTab(studio, sessions), DatasetTab(studio)
+    draw, train, dataset = DrawTab(studio, sessions), TrainTab(studio, sessions), DatasetTab(studio, sessions)
     # Every upload and every image shown stays in Gradio's cache folder; files older than an hour go,
     # checked every 10 minutes, and all of them at a restart.
     with gr.Blocks(title="MNIST Studio", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
