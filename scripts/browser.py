@@ -194,7 +194,12 @@ def on_page(page, strokes: list[Stroke], box) -> list[Stroke]:
 
 def draw_digit(page, digit: int, box=None, finger: Finger | None = None) -> None:
     """Draw `digit` with the mouse (or `finger`), stroke after stroke, as a person would."""
-    for points in on_page(page, person_digit(digit), box or digit_box(digit)):
+    draw_strokes(page, person_digit(digit), box or digit_box(digit), finger)
+
+
+def draw_strokes(page, strokes: list[Stroke], box, finger: Finger | None = None) -> None:
+    """Draw unit-box `strokes` into `box` of the drawing area with the mouse (or `finger`)."""
+    for points in on_page(page, strokes, box):
         stroke(page, points, finger)
 
 
@@ -237,6 +242,12 @@ def wait_for_digit(page, expected: str | int, timeout: float = ANSWER_SECONDS) -
         f"{expected}",
         timeout,
     )
+
+
+def wait_for_answer(page, timeout: float = ANSWER_SECONDS) -> str:
+    """Wait until the answer panel shows a digit, any, and has settled; that digit."""
+    _wait_settled(page, "_ => document.querySelector('#answer .digit') !== null", None, "an answer", timeout)
+    return shown_digit(page)
 
 
 def wait_for_empty(page, timeout: float = ANSWER_SECONDS) -> None:

@@ -5,6 +5,7 @@ drives Debian's /usr/bin/chromium (scripts/browser.py holds the driving code). E
 in test-artifacts/browser-*.png, so a failure can be seen.
 """
 
+import math
 import re
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from conftest import scan
 from playwright.sync_api import expect, sync_playwright
 
+from mnist_core.drawn import digit_strokes
 from scripts.browser import (
     BLANK_INK,
     LOCALES,
@@ -23,6 +25,7 @@ from scripts.browser import (
     clear,
     copy_shipped_model,
     draw_digit,
+    draw_strokes,
     fill_number,
     image_pixels,
     launch_chromium,
@@ -35,6 +38,7 @@ from scripts.browser import (
     stroke_latencies,
     summary,
     train_snapshot,
+    wait_for_answer,
     wait_for_digit,
     wait_for_empty,
 )
@@ -419,3 +423,73 @@ def test_two_browsers_each_keep_their_own_model_runs_and_curves(browser, app_url
         shot(drawer, "two-visitors-drawer")
         trainer.context.close()
         drawer.context.close()
+
+
+# --- Your digits ----------------------------------------------------------------------------------
+
+TUNE_SECONDS = 60  # the issue's promise: draw, correct, fine-tune and be read better within a minute
+
+
+def tilted(strokes, degrees: float) -> list:
+    """Unit-box strokes turned by `degrees` (clockwise) about the box's centre: a hand that leans."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return [
+        [(0.5 + (x - 0.5) * c - (y - 0.5) * s, 0.5 + (x - 0.5) * s + (y - 0.5) * c) for x, y in p]
+        for p in strokes
+    ]
+
+
+def own_count(page, digit: int) -> int:
+    """How many drawings of `digit` the set's panel counts."""
+    row = page.locator(".own-row", has=page.locator(".own-digit", has_text=str(digit)))
+    return int(row.locator(".own-count").inner_text().strip("×")) if row.count() else 0
+
+
+def test_a_visitor_corrects_their_tilted_sevens_fine_tunes_and_is_read_right(browser, app_url):
+    # A writer whose 7s lean 35 degrees to the left: the shipped model reads them as 1s ("it reads my 7
+    # as a 1"). On a phone-sized touch screen in German, they correct six of them (tapping 7, or typing it),
+    # fine-tune, and their next tilted 7, drawn elsewhere on the canvas, is read as a 7.
+    page = open_app(browser, app_url, locale="de-DE", touch=True, viewport={"width": 412, "height": 915})
+    finger = Finger(page)
+    seven = tilted(digit_strokes(7, 0), -35)
+    boxes = [(0.22, 0.2, 0.62, 0.75), (0.36, 0.16, 0.76, 0.71), (0.3, 0.26, 0.7, 0.81),
+             (0.26, 0.18, 0.66, 0.73), (0.34, 0.24, 0.74, 0.79), (0.28, 0.22, 0.68, 0.77)]  # fmt: skip
+    try:
+        started = time.monotonic()
+        misread = []
+        for k, box in enumerate(boxes):
+            draw_strokes(page, seven, box, finger)
+            misread.append(wait_for_answer(page))
+            if k == 2:  # typed on the canvas instead of tapped
+                page.locator("#draw-canvas").focus()
+                page.keyboard.press("7")
+            else:
+                page.locator('#answer ~ .label-row button[data-label="7"]').tap()
+            expect(page.locator(".own-note")).to_contain_text("Added a 7")
+            wait_for_empty(page)  # the canvas clears for the next one
+            assert own_count(page, 7) == k + 1
+        assert misread.count("7") <= 1, f"the shipped model read the tilted 7s as {misread}"
+        assert page.locator(".own-item.aside").count() == 2  # every third one is kept aside
+        shot(page, "own-set")
+
+        tuning = time.monotonic()
+        page.locator("#tune-button").tap()
+        report = page.locator("#tune-report")
+        expect(report).to_be_visible(timeout=TUNE_SECONDS * 3 * 1000)
+        tuned_in = time.monotonic() - tuning
+        rows = [row.inner_text() for row in report.locator("tbody tr").all()]
+        own_row = next(row for row in rows if "kept aside" in row)
+        before, after = (float(v) for v in re.findall(r"(\d+\.\d)%", own_row))
+        assert after > before and after >= 50, rows
+        mnist_after = float(re.findall(r"(\d+\.\d)%", next(r for r in rows if "MNIST" in r))[-1])
+        assert mnist_after > 98, rows
+
+        draw_strokes(page, tilted(digit_strokes(7, 0), -32), (0.32, 0.2, 0.72, 0.75), finger)
+        wait_for_digit(page, 7)
+        expect(page.locator("#model-status")).to_contain_text("tuned-")
+        total = time.monotonic() - started
+        print(f"\nfine-tuned in {tuned_in:.0f} s; draw, correct, fine-tune and read right in {total:.0f} s")
+        assert tuned_in <= TUNE_SECONDS, f"fine-tuning took {tuned_in:.0f} s"
+    finally:
+        shot(page, "own-tuned")
+        page.context.close()

@@ -56,6 +56,8 @@ def test_labelling_a_drawing_adds_what_the_model_read_and_bad_labels_add_nothing
         ({"seq": 7, "strokes": [], "visitor": visitor_id, "label": 1}, "nothing is drawn"),
         ({"seq": 8, "strokes": "x", "visitor": visitor_id, "label": 1}, "strokes"),
         ("not a dict", "expected a message as a dict"),
+        ({"seq": 9, "strokes": strokes_of(1), "visitor": None, "label": 1}, "still connecting"),
+        ({"seq": 9, "strokes": strokes_of(1), "visitor": "made-up-id-1234", "label": 1}, "still connecting"),
     ):
         refused = own.label_drawing(bad)
         assert refused["ok"] is False and expected in refused["own"], refused

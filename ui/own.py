@@ -115,9 +115,15 @@ class OwnDigits:
     # --- server functions of the drawing surface (no Gradio session: the message names the visitor) --
 
     def _visitor(self, message, request):
+        """The visitor the message names. Unlike a drawing's answer, a set belongs to someone: a page that
+        has not heard its visitor id yet (its load still under way) is told to wait, never given a set
+        shared with its whole address."""
         if not isinstance(message, dict):
             raise ValueError(f"expected a message as a dict, received {type(message).__name__}")
-        return self.sessions.from_token(message.get("visitor"), request)
+        token = message.get("visitor")
+        if not (isinstance(token, str) and token in self.studio.visitors):
+            raise ValueError("the page is still connecting to the server: wait a moment, then try again")
+        return self.studio.visitors.get(token)
 
     def label_drawing(self, message, request: gr.Request | None = None) -> dict:
         """{visitor, seq, strokes, label} -> {seq, own, ok}: the drawing, as the model read it, is added."""
