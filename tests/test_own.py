@@ -148,6 +148,11 @@ def test_fine_tuning_runs_through_the_queue_and_becomes_the_visitors_model(studi
     shown = tune_html(run, studio.status(visitor))
     assert 'id="tune-report"' in shown and "your 10 drawings kept aside" in shown
     assert len(visitor.digits) == 30  # the set stays as it was
+    from ui.train import TrainTab
+
+    code = TrainTab(studio, own.sessions).code_part({"below": True}, visitor)
+    assert f"fine-tuned from {base}" in code.label and "mnist_core" not in code.value
+    compile(code.value, "tuned.py", "exec")
     json.dumps(report)  # plain values, as the page and the metadata need
 
 

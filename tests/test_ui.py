@@ -190,3 +190,13 @@ def test_the_arrows_point_one_way():
     for name, modules in imported_modules(ROOT / "ui").items():
         assert not modules & {"tensorflow", "keras", "app", "scripts"}, (name, modules)
     assert imported_modules(ROOT)["app.py"] & {"gradio", "keras", "tensorflow"} == set()
+
+
+def test_the_code_panel_follows_the_settings_and_waits_while_a_value_is_being_typed(studio):
+    tab = TrainTab(studio, Sessions(studio))
+    code = tab.settings_code("cnn", 18, 256, 0.004, 60000, False)
+    assert "layers.Conv2D" in code.value and "batch_size = 256" in code.value
+    assert "mnist_core" not in code.value
+    compile(code.value, "train_cnn.py", "exec")
+    assert "Dense(128" in tab.settings_code("mlp", 3, 64, 0.01, 5000, False).value
+    assert tab.settings_code("mlp", "ten", 64, 0.01, 5000, False) == gr.skip()  # not valid yet: unchanged

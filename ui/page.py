@@ -76,9 +76,14 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             changed = {group: seen.get(group) != key for group, key in keys.items()}
             parts = draw.poll_part(changed, visitor)
             parts += train.poll_part(changed, keys, visitor, bool(compare))
-            return *parts, draw.tune_part(changed, visitor), {**seen, **keys}
+            return (
+                *parts,
+                draw.tune_part(changed, visitor),
+                train.code_part(changed, visitor),
+                {**seen, **keys},
+            )
 
-        outputs = [*draw.poll_outputs(), *train.poll_outputs(), draw.tune_status, seen]
+        outputs = [*draw.poll_outputs(), *train.poll_outputs(), draw.tune_status, train.code, seen]
         polling = {"fn": poll, "inputs": [seen, train.compare], "outputs": outputs, "concurrency_limit": None}
         # The page's first poll comes right after its visitor is known.
         demo.load(

@@ -8,6 +8,7 @@ import html
 import gradio as gr
 
 from mnist_core import run_tables
+from mnist_core.codegen import keras_script
 from mnist_core.config import DRAWN_OPTION, LIMITS, PRESETS, TrainConfig
 from mnist_core.studio import preset_values
 
@@ -16,6 +17,7 @@ from .errors import friendly_errors
 from .values import png_base64
 
 RESULTS_CACHED = 64  # runs whose results' HTML is kept ready
+CODE_LABEL = "The settings above as a plain Keras script (no MNIST Studio needed)"
 PRESET_CHOICES = [("Tutorial MLP", "mlp"), ("CNN", "cnn")]
 
 
@@ -149,13 +151,17 @@ class TrainTab:
         values = preset_values(arch)
         return values["epochs"], values["batch_size"], values["learning_rate"], values["train_size"]
 
-    @friendly_errors
-    def train(
-        self, arch, epochs, batch_size, learning_rate, train_size, drawn=False, request: gr.Request = None
-    ):
-        """Queue a training run for this visitor and return at once; the poll shows its place and progress.
-        `drawn`: also learn the drawn writing styles (DRAWN_OPTION of the images; API callers may omit it)."""
-        self.studio.check_training()  # before the values: a read-only demo refuses every call alike
+    def settings_code(self, arch, epochs, batch_size, learning_rate, train_size, drawn=False):
+        """The Code panel for the settings in the form: the script Train would run; unchanged while a
+        value is not valid yet (the visitor is typing)."""
+        try:
+            config = self._config(arch, epochs, batch_size, learning_rate, train_size, drawn)
+        except ValueError:
+            return gr.skip()
+        return gr.Code(keras_script(config), label=CODE_LABEL)
+
+    @staticmethod
+    def _config(arch, epochs, batch_size, learning_rate, train_size, drawn) -> TrainConfig:
         settings = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
         if train_size not in (None, ""):  # optional: the preset's (full) training set otherwise
             settings["train_size"] = train_size
@@ -163,7 +169,16 @@ class TrainTab:
             raise ValueError(f"drawn received {drawn!r}; expected true or false")
         if drawn:
             settings["drawn_share"] = DRAWN_OPTION
-        config = TrainConfig.preset(arch, **settings)  # TrainConfig's ValueError names a bad value
+        return TrainConfig.preset(arch, **settings)  # TrainConfig's ValueError names a bad value
+
+    @friendly_errors
+    def train(
+        self, arch, epochs, batch_size, learning_rate, train_size, drawn=False, request: gr.Request = None
+    ):
+        """Queue a training run for this visitor and return at once; the poll shows its place and progress.
+        `drawn`: also learn the drawn writing styles (DRAWN_OPTION of the images; API callers may omit it)."""
+        self.studio.check_training()  # before the values: a read-only demo refuses every call alike
+        config = self._config(arch, epochs, batch_size, learning_rate, train_size, drawn)
         visitor = self.sessions.visitor(request)
         self.studio.start_run(config, visitor)
         return self.studio.status(visitor)
@@ -271,6 +286,17 @@ class TrainTab:
         )
         # What changes when a run ends: its results, your runs, the class board.
         self.below = gr.HTML(self.below_html(None), elem_id="train-below")
+        with gr.Accordion("Code: this run as a plain Keras script", open=False):
+            self.code = gr.Code(
+                keras_script(mlp),
+                language="python",
+                label=CODE_LABEL,
+                buttons=["copy", "download"],
+                interactive=False,
+                lines=16,
+                max_lines=40,
+                elem_id="run-code",
+            )
         with gr.Accordion("Run status (JSON, as the API returns it)", open=False):
             self.status_json = gr.JSON(label="Run status")
 
@@ -292,6 +318,18 @@ class TrainTab:
             concurrency_id="train",
         )
         stop_button.click(self.stop, None, self.status_json, api_name="stop", concurrency_limit=None)
+        settings = [preset, epochs, batch_size, learning_rate, train_size, drawn]
+        gr.on(
+            [field.change for field in settings],
+            self.settings_code,
+            settings,
+            self.code,
+            api_name="code",
+            preprocess=False,
+            show_progress="hidden",
+            concurrency_limit=None,
+            trigger_mode="always_last",
+        )
         name.submit(self.set_name, name, name, api_name="set_name", concurrency_limit=None)
         name.blur(self.set_name, name, name, api_visibility="private", concurrency_limit=None)
         gr.api(
@@ -300,6 +338,20 @@ class TrainTab:
 
     def poll_outputs(self) -> list:
         return [self.live, self.below, self.status_json]
+
+    def code_part(self, changed: dict, visitor):
+        """The Code panel: the visitor's run that has just finished, as a script (skipped otherwise)."""
+        run = self.studio.latest_run(visitor)
+        if not changed["below"] or run is None or run.phase != "finished":
+            return gr.skip()
+        base = getattr(run.tune, "base_name", None)
+        name = run.model_name or f"run {run.number}"
+        label = f"Run {run.number} ({name}) as a plain Keras script" + (
+            f": fine-tuned from {base} on your digits, which stay here; the script trains its settings anew"
+            if base
+            else ""
+        )
+        return gr.Code(keras_script(run.config, run_name=name, fine_tuned_from=base), label=label)
 
     def poll_keys(self, visitor, compare: bool) -> dict:
         """What each of the tab's poll parts shows depends on; cheap to compute, the same when unchanged."""
