@@ -2,12 +2,13 @@
 
 python scripts/benchmark.py                      # all sections (about 7 minutes on 2 cores)
 python scripts/benchmark.py --only training      # one section: training, cnn, predict, startup, memory,
-                                                 # browser
+                                                 # browser, explain
 
 Sections: the tutorial MLP (batch 32) in plain Keras `fit`, through our training job and in PyTorch; the
 CNN preset; stroke points -> probabilities latency, in process and through a running app; start-up of
 `python app.py` next to a bare `import gradio`; peak memory of a training run; in headless Chromium, a
-pointer move on the Draw tab beside a bare 2D-canvas page and stroke end -> answer shown (scripts/browser.py).
+pointer move on the Draw tab beside a bare 2D-canvas page and stroke end -> answer shown (scripts/browser.py);
+the "why" view's explanation of one digit (integrated gradients) beside its prediction, and its completeness.
 PyTorch is optional: `pip install -r requirements-bench.txt`.
 """
 
@@ -45,6 +46,7 @@ TARGET_STARTUP_RATIO = 1.5  # page answering / bare `import gradio`
 TARGET_PEAK_RSS_GB = 1.5  # GB = 10**9 bytes
 TARGET_STROKE_MS = 120.0  # end of a stroke -> answer on screen, p50, in headless Chromium
 TARGET_POINTER_MOVE_RATIO = 1.5  # a pointer move on the Draw tab / on a bare 2D-canvas page
+TARGET_EXPLAIN_MS = 30.0  # one "why" explanation (28 x 28 attributions) of the shipped CNN, p50, server-side
 # "Unchanged accuracy": no more than half a point below plain Keras (the tutorial's seeds spread 0.4 points).
 ACCURACY_TOLERANCE = 0.005
 PREDICT_WARMUP = 20
@@ -403,6 +405,82 @@ def bench_message(calls: int = 3) -> dict:
     return result
 
 
+# --- explanations -------------------------------------------------------------------------------
+
+
+def tiny_mlp(data):
+    """The tutorial MLP after 1 epoch on 2,000 training images: trained enough for meaningful logits."""
+    import keras
+
+    from mnist_core.models import build_model
+
+    keras.utils.set_random_seed(TrainConfig().seed)
+    model = build_model("mlp")
+    x = data.x_train[:2000].astype(np.float32) / 255.0
+    model.fit(x, keras.utils.to_categorical(data.y_train[:2000], 10), epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+def bench_explain(data_path: str | None, digits: int) -> list[dict]:
+    """One explanation (mnist_core.explain, its default steps) per MNIST test digit, p50 / p95, beside
+    Predictor.predict on the same digits; and how far the attributions' sum is from the logit difference."""
+    from mnist_core.explain import Explainer
+    from mnist_core.predict import Predictor
+    from mnist_core.store import load_model
+
+    data = load_mnist(data_path)
+    images = data.x_test[:digits].astype(np.float32) / 255.0
+    # The MLP: 1 epoch on 2,000 images (tiny_mlp); a shorter name keeps the summary's column.
+    models = {"shipped CNN": load_model(SHIPPED_MODEL)[0], "tutorial MLP": tiny_mlp(data)}
+    rows = []
+    for what, model in models.items():
+        explainer, predictor = Explainer(model), Predictor(model)
+        for image in images[:PREDICT_WARMUP]:
+            explainer.explain(image)
+        explain_seconds, predict_seconds, results = [], [], []
+        for image in images:
+            started = time.perf_counter()
+            results.append(explainer.explain(image))
+            explained = time.perf_counter()
+            predictor.predict(image)
+            predict_seconds.append(time.perf_counter() - explained)
+            explain_seconds.append(explained - started)
+        errors = [result.completeness_error for result in results]
+        unexplained = [
+            abs(float(r.attributions.sum()) - (r.logit_difference - r.baseline_difference)) for r in results
+        ]
+        rows.append(
+            {
+                "what": what,
+                "backend": explainer.backend,
+                "steps": explainer.steps,
+                "digits": len(images),
+                "explain": {**percentiles_ms(explain_seconds), "p95_ms": p95_ms(explain_seconds)},
+                "predict": {**percentiles_ms(predict_seconds), "p95_ms": p95_ms(predict_seconds)},
+                "completeness_error_median": statistics.median(errors),
+                "completeness_error_p90": float(np.percentile(errors, 90)),
+                "share_within_1_percent": float(np.mean(np.array(errors) <= 0.01)),
+                "unexplained_logits_median": statistics.median(unexplained),
+                "unexplained_logits_max": max(unexplained),
+                "answers_right": int(
+                    sum(r.predicted == y for r, y in zip(results, data.y_test, strict=False))
+                ),
+            }
+        )
+        row = rows[-1]
+        print(
+            f"explain, {what}: {row['explain']['p50_ms']:.2f} ms p50, {row['explain']['p95_ms']:.2f} p95 "
+            f"({row['backend']}, {row['steps']} steps; predict {row['predict']['p50_ms']:.2f} ms); "
+            "completeness "
+            f"error median {row['completeness_error_median']:.2%}, p90 {row['completeness_error_p90']:.2%}"
+        )
+    return rows
+
+
+def p95_ms(seconds: list[float]) -> float:
+    return float(np.percentile([1000 * s for s in seconds], 95))
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 
@@ -724,6 +802,20 @@ def summary_rows(results: dict) -> list[dict]:
             f"<= {TARGET_STROKE_MS:g} ms",
             met,
         )
+    for row in results.get("explain", []):
+        explain, predict = row["explain"], row["predict"]
+        figure = f"{explain['p50_ms']:.2f} ms (p95 {explain['p95_ms']:.1f})"
+        reference = f"predict {predict['p50_ms']:.2f} ms"
+        ratio = explain["p50_ms"] / predict["p50_ms"]
+        what = f"why: one explanation, {row['what']}, p50"
+        if row["what"] == "shipped CNN":
+            target, met = f"<= {TARGET_EXPLAIN_MS:g} ms", explain["p50_ms"] <= TARGET_EXPLAIN_MS
+            add(what, figure, reference, ratio, target, met)
+        else:
+            add(what, figure, reference, ratio)
+        errors = f"{row['completeness_error_median']:.2%} (p90 {row['completeness_error_p90']:.1%})"
+        within = f"{row['share_within_1_percent']:.0%} of digits within 1%"
+        add(f"  completeness error ({row['steps']} steps), median", errors, within)
     for row in results.get("memory", []):
         gb = row["peak_rss_gb"]
         add(row["what"], f"{gb:.2f} GB", "", None, f"<= {TARGET_PEAK_RSS_GB} GB", gb <= TARGET_PEAK_RSS_GB)
@@ -770,7 +862,7 @@ def describe_machine() -> dict:
     return details
 
 
-SECTIONS = ("training", "cnn", "predict", "message", "startup", "memory", "browser")
+SECTIONS = ("training", "cnn", "predict", "message", "startup", "memory", "browser", "explain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -797,6 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--browser-repeats", type=int, default=10, help="strokes timed in headless Chromium (default 10)"
+    )
+    parser.add_argument(
+        "--explain-digits", type=int, default=200, help="test digits explained per model (default 200)"
     )
     parser.add_argument("--only", choices=SECTIONS, help="run one section")
     parser.add_argument("--json", type=Path, default=Path("benchmark-results/benchmark.json"))
@@ -829,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
         results["memory"] = bench_memory(args.data)
     if "browser" in sections:
         results["browser"] = bench_browser(args.data, args.browser_repeats)
+    if "explain" in sections:
+        results["explain"] = bench_explain(args.data, args.explain_digits)
     if hasattr(os, "getloadavg"):
         details["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["summary"] = summary_rows(results)
