@@ -118,6 +118,7 @@ class Run:
     model_name: str | None = None
     confusion_png: bytes | None = None  # the confusion matrix figure, ~20 kB
     mistakes: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    mistake_whys: list[np.ndarray] = field(default_factory=list)  # each mistake's "why" heat map (RGB)
     started_at: float | None = None
     tune: object = None  # collection.TuneSpec of a fine-tuning on the owner's drawings; None: a training
     tune_report: dict | None = None  # a finished fine-tuning's before and after (tuning.FineTuneJob)
@@ -456,6 +457,19 @@ class Runs:
         else:
             self.studio.adopt(visitor, info, job.model)
         run.message = f"{over}Saved as {name}; it is now the model you draw with."
+        self._explain_mistakes(run, visitor)
+
+    def _explain_mistakes(self, run: Run, visitor) -> None:
+        """Each shown mistake's "why" heat map, with the model just saved (~20 ms each); none on failure."""
+        try:
+            model = (self.studio.predictor_for(visitor) if visitor else self.studio.predictor).model
+            run.mistake_whys = [
+                self.studio.explain_image(image.astype(np.float32) / 255.0, model=model)[1]
+                for image, _ in run.mistakes
+            ]
+        except Exception as error:  # the mistakes still show, without their why
+            logger.warning("run %s: could not explain its mistakes: %s", run.number, error)
+            run.mistake_whys = []
 
     def _trim(self) -> None:
         """Keep images for each owner's newest runs only, and at most keep_runs runs in all."""
@@ -463,7 +477,7 @@ class Runs:
         for run in reversed(self.runs):
             count = seen[run.owner] = seen.get(run.owner, 0) + 1
             if count > KEEP_IMAGES and not run.active:
-                run.confusion_png, run.mistakes = None, []
+                run.confusion_png, run.mistakes, run.mistake_whys = None, [], []
         while len(self.runs) > self.keep_runs:
             old = next((run for run in self.runs if not (run.active or run.waiting)), None)
             if old is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, run_tables
+from .calibration import temperature_of
 from .config import PRESETS, TrainConfig, short_repr
 from .data import Mnist, MnistDataError, MnistNotFoundError, class_counts, load_mnist, mean_images, sample
 from .predict import Predictor
@@ -78,6 +79,7 @@ class Studio:
         self._data_lock = threading.Lock()
         self._overviews: dict[str, tuple] = {}
         self._export_lock = threading.Lock()
+        self.explainers = None  # explain.Explainers, made on the first "why"
         # training_process: runs train in a worker process (mnist_core.worker), as the app's do.
         worker = None
         if training and training_process:
@@ -240,7 +242,8 @@ class Studio:
                 return loaded[0]
         if model is None:
             model, _ = load_model(info.path)
-        predictor = Predictor(model, {"name": info.name, "path": str(info.path)})
+        temperature = temperature_of(info.metadata)  # 1.0 for a model saved without one
+        predictor = Predictor(model, {"name": info.name, "path": str(info.path), "temperature": temperature})
         with self._predictors_lock:
             self._predictors[info.name] = (predictor, model_label(info))
             self._predictors.move_to_end(info.name)
@@ -315,6 +318,21 @@ class Studio:
         if not self.predictor.has_model:
             raise ValueError(f"no model is active: {self.model_error}")
         return image, self.predictor_for(visitor).predict(image)
+
+    def explain_image(self, image, visitor: Visitor | None = None, model=None) -> tuple:
+        """(explain.Explanation, uint8 RGB heat map (28, 28, 3)) of why the model `visitor` draws with (or
+        `model`) answers what it does for a (28, 28) image in [0, 1]: integrated gradients."""
+        from .explain import Explainers, heatmap
+
+        if model is None:
+            predictor = self.predictor_for(visitor)
+            if not predictor.has_model:
+                raise ValueError(f"no model is active: {self.model_error}")
+            model = predictor.model
+        if self.explainers is None:
+            self.explainers = Explainers()
+        explanation = self.explainers.explain(model, image)
+        return explanation, heatmap(image, explanation.attributions)
 
     # --- data -----------------------------------------------------------------------------------
 

@@ -167,6 +167,26 @@ def test_a_finger_draws_instead_of_scrolling_the_page(browser, app_url):
         page.context.close()
 
 
+def test_show_why_paints_the_pixels_that_pushed_the_answer(page):
+    draw_digit(page, 3)
+    wait_for_digit(page, 3)
+    expect(page.locator("#why-view")).to_have_count(0)
+    page.locator("#why-toggle").check()
+    expect(page.locator("#why-view img")).to_be_visible()
+    expect(page.locator("#why-view figcaption")).to_contain_text("towards 3")
+    shown = page.locator("#why-view img").evaluate(
+        """img => { const c = document.createElement('canvas'); c.width = 28; c.height = 28;
+                    const g = c.getContext('2d'); g.drawImage(img, 0, 0, 28, 28);
+                    const d = g.getImageData(0, 0, 28, 28).data; let red = 0;
+                    for (let i = 0; i < d.length; i += 4) if (d[i] > 150 && d[i + 2] < 120) red++;
+                    return red; }"""
+    )
+    assert shown >= 10, f"{shown} red pixels: the heat map shows nothing pushing towards the answer"
+    draw_digit(page, 3, box=(0.3, 0.2, 0.6, 0.8))  # later strokes bring it along with their answers
+    wait_for_answer(page)
+    expect(page.locator("#why-view img")).to_be_visible()
+
+
 @pytest.mark.parametrize("digit", [0, 4])
 def test_more_digits_drawn_with_the_mouse_are_read(page, digit):
     draw_digit(page, digit)

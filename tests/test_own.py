@@ -148,6 +148,8 @@ def test_fine_tuning_runs_through_the_queue_and_becomes_the_visitors_model(studi
     shown = tune_html(run, studio.status(visitor))
     assert 'id="tune-report"' in shown and "your 10 drawings kept aside" in shown
     assert len(visitor.digits) == 30  # the set stays as it was
+    assert run.mistakes and len(run.mistake_whys) == len(run.mistakes)  # a click on a mistake shows why
+    assert run.mistake_whys[0].shape == (28, 28, 3)
     from ui.train import TrainTab
 
     code = TrainTab(studio, own.sessions).code_part({"below": True}, visitor)

@@ -200,3 +200,12 @@ def test_the_code_panel_follows_the_settings_and_waits_while_a_value_is_being_ty
     compile(code.value, "train_cnn.py", "exec")
     assert "Dense(128" in tab.settings_code("mlp", 3, 64, 0.01, 5000, False).value
     assert tab.settings_code("mlp", "ten", 64, 0.01, 5000, False) == gr.skip()  # not valid yet: unchanged
+
+
+def test_the_why_view_comes_with_the_answer_when_the_page_asks_for_it(studio):
+    tab = DrawTab(studio, Sessions(studio))
+    plain = tab.classify_strokes({"seq": 1, "strokes": strokes_of(7)})["html"]
+    assert "why-view" not in plain
+    answer = tab.classify_strokes({"seq": 2, "strokes": strokes_of(7), "why": True})["html"]
+    assert shown_digit(answer) == "7" and 'id="why-view"' in answer and "pushed towards 7" in answer
+    assert "why-view" not in tab.classify_strokes({"seq": 3, "strokes": strokes_of(7), "why": "yes"})["html"]

@@ -104,6 +104,9 @@ function clear() {
   send();
 }
 
+const whyBox = element.querySelector("#why-toggle");
+whyBox.addEventListener("change", () => strokes.length && send()); // the answer again, with or without why
+
 element.querySelector("#draw-undo").addEventListener("click", undo);
 element.querySelector("#draw-redo").addEventListener("click", redo);
 element.querySelector("#draw-clear").addEventListener("click", clear);
@@ -180,7 +183,7 @@ async function send() {
   if (!drawing.length) show(props.empty); // nothing to wait for: the empty state at once
   let answer;
   try {
-    answer = await server.classify_strokes({ seq: mine, strokes: drawing, visitor });
+    answer = await server.classify_strokes({ seq: mine, strokes: drawing, visitor, why: whyBox.checked });
   } catch (error) {
     answer = { seq: mine, html: props.empty };
     console.error("MNIST Studio: the drawing could not be read", error);

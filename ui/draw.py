@@ -58,9 +58,20 @@ def label_row(digit: int) -> str:
     )
 
 
-def result_html(result, labels: bool = False) -> str:
+def why_html(why) -> str:
+    """The "why" view: (explain.Explanation, heat map) as the heat map beside the 28 x 28 preview."""
+    explanation, picture = why
+    return (
+        f'<figure id="why-view" class="preview why"><img src="data:image/png;base64,{png_base64(picture)}"'
+        f' width="{PREVIEW_SIDE}" height="{PREVIEW_SIDE}" alt="which pixels pushed the answer">'
+        f'<figcaption>Why: <b class="towards">red</b> pushed towards {explanation.predicted}, '
+        f'<b class="against">blue</b> towards {explanation.runner_up}</figcaption></figure>'
+    )
+
+
+def result_html(result, labels: bool = False, why=None) -> str:
     """The answer, the 28 x 28 image the model sees and the ten probabilities; None: the empty state.
-    `labels`: offer "that is a ..." (for a drawing, not a photo)."""
+    `labels`: offer "that is a ..." (for a drawing, not a photo); `why`: (Explanation, heat map)."""
     if result is None:
         return EMPTY_ANSWER
     image, probabilities = result
@@ -73,7 +84,8 @@ def result_html(result, labels: bool = False) -> str:
     return (
         f'<div id="answer" class="answer"><div class="digit">{digit}</div>'
         f'<div class="sure">{probabilities[digit]:.0%} sure</div></div>'
-        f"{label_row(digit) if labels else ''}{preview_html(image)}"
+        f'{label_row(digit) if labels else ""}<div class="views">{preview_html(image)}'
+        f"{why_html(why) if why else ''}</div>"
         f'<ol class="probabilities" aria-label="probability of each digit">{bars}</ol>'
     )
 
@@ -138,7 +150,11 @@ class DrawTab:
             return {"seq": None, "html": error_html(error)}
         try:
             visitor = self.sessions.from_token(drawing.get("visitor"), request)
-            return {"seq": seq, "html": result_html(self.classify(strokes_of(drawing), visitor), labels=True)}
+            result = self.classify(strokes_of(drawing), visitor)
+            why = None
+            if result is not None and drawing.get("why") is True:  # the page's "Show why" is on
+                why = self.studio.explain_image(result[0], visitor)
+            return {"seq": seq, "html": result_html(result, labels=True, why=why)}
         except Exception as error:  # the page shows it in the answer panel; nothing else changes
             return {"seq": seq, "html": error_html(error)}
 

@@ -117,21 +117,36 @@ def confusion_html(png: bytes | None) -> str:
     )
 
 
-def mistakes_html(mistakes: list) -> str:
-    """The misclassified test digits as a wrapping grid of inline 28 px PNGs with their captions.
+def mistakes_html(mistakes: list, whys: list | None = None) -> str:
+    """The misclassified test digits as a wrapping grid of inline 28 px PNGs with their captions; with
+    `whys` (a heat map per mistake), a click on one shows why the model answered so (no script: a
+    <details> element).
 
     A grid that wraps fits any window: a gallery of fixed columns and height clips at 1280 px.
     """
     if not mistakes:
         return ""
-    items = "".join(
-        f'<figure><img src="data:image/png;base64,{png_base64(image)}" width="84" height="84" '
-        f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-        for image, caption in mistakes
-    )
+    whys = whys if whys and len(whys) == len(mistakes) else [None] * len(mistakes)
+    items = []
+    for (image, caption), why in zip(mistakes, whys, strict=True):
+        text = html.escape(caption)
+        figure = (
+            f'<figure><img src="data:image/png;base64,{png_base64(image)}" width="84" height="84" '
+            f'alt="{text}"><figcaption>{text}</figcaption></figure>'
+        )
+        if why is not None:
+            figure = (
+                f'<details class="why-mistake"><summary>{figure}</summary><figure class="why">'
+                f'<img src="data:image/png;base64,{png_base64(why)}" width="84" height="84" alt="why {text}">'
+                "<figcaption>red: towards the answer, blue: towards the runner-up</figcaption></figure>"
+                "</details>"
+            )
+        items.append(figure)
+    hint = "; click one to see why" if any(why is not None for why in whys) else ""
     return (
         '<div class="mistakes"><div class="label">Misclassified test digits: true → predicted '
-        f'(confidence), {len(mistakes)} shown</div><div class="grid pixelated">{items}</div></div>'
+        f"(confidence), {len(mistakes)} shown{hint}</div>"
+        f'<div class="grid pixelated">{"".join(items)}</div></div>'
     )
 
 
@@ -234,7 +249,7 @@ class TrainTab:
                     confusion = confusion_html(run.confusion_png)
                     images = (
                         f'<div class="results-images"><div id="confusion">{confusion}</div>'
-                        f'<div id="mistakes">{mistakes_html(run.mistakes)}</div></div>'
+                        f'<div id="mistakes">{mistakes_html(run.mistakes, run.mistake_whys)}</div></div>'
                     )
                 results = self._results[key] = text + images
                 while len(self._results) > RESULTS_CACHED:

@@ -13,9 +13,10 @@ MAX_SEQ = 2**53  # the page counts its drawings in a JavaScript number
 
 
 def png_base64(image) -> str:
-    """A grey image (float in [0, 1] or uint8) as base64 PNG, for an inline <img>."""
+    """A grey image (float in [0, 1] or uint8) or a uint8 RGB one as base64 PNG, for an inline <img>."""
     buffer = io.BytesIO()
-    Image.fromarray(upscale(image, 1)).save(buffer, format="PNG")
+    rgb = getattr(image, "ndim", 2) == 3
+    Image.fromarray(image if rgb else upscale(image, 1)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
