@@ -3,6 +3,8 @@
 python scripts/evaluate.py models/default.keras --plot confusion.png
 python scripts/evaluate.py models/default.keras --drawn --canvas 800   # also digits drawn on a canvas,
                                                                       # per source, digit and writing style
+python scripts/evaluate.py models/default.keras --data my-digits.npz  # a set of your own digits
+python scripts/evaluate.py models/default.keras --adaptation           # fine-tuned on simulated writers
 """
 
 import argparse
@@ -12,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mnist_core.collection import MAX_FILE_BYTES, read_set  # noqa: E402
 from mnist_core.data import MnistDataError, MnistNotFoundError, load_mnist  # noqa: E402
 
 
@@ -28,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", type=Path, help="a .keras (or the tutorial's legacy .h5) model file")
     parser.add_argument(
-        "--data", help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache, download)"
+        "--data",
+        help="MNIST folder or .npz (default: MNIST_DATA, data/, Keras cache, download); an .npz of at most "
+        f"{MAX_FILE_BYTES // 1024**2} MB is read as a set of your own digits (the Draw tab's download) and "
+        "scored on its x_train, its x_test and all",
     )
     parser.add_argument("--plot", type=Path, help="save the confusion matrix as a PNG")
     parser.add_argument(
@@ -57,11 +63,40 @@ def main(argv: list[str] | None = None) -> int:
         default="points",
         help="read the drawn digits' stroke points as the Draw tab does (default), or the canvas' picture",
     )
+    parser.add_argument(
+        "--adaptation",
+        action="store_true",
+        help="fine-tune the model (mnist_core.finetune) on k drawings per digit of each simulated writer "
+        "(mnist_core.writers) and report their accuracy on other drawings, and MNIST's, before and after",
+    )
+    parser.add_argument("--writers", type=int, help="--adaptation: only the first N writers (default: all)")
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[1, 3, 5], help="--adaptation: drawings per digit trained on"
+    )
+    parser.add_argument(
+        "--eval-per-digit", type=int, default=20, help="--adaptation: drawings per digit measured on"
+    )
+    parser.add_argument(
+        "--mnist-images", type=int, help="--adaptation: MNIST test images scored after each fine-tuning"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="--adaptation: seed of drawings and runs")
     args = parser.parse_args(argv)
     if args.canvas < 28:
         parser.error(f"--canvas must be at least 28 px, received {args.canvas}")
     if args.drawn_count < 1:
         parser.error(f"--drawn-count must be at least 1, received {args.drawn_count}")
+    if args.adaptation:
+        from mnist_core.writers import WRITERS
+
+        if args.writers is not None and not 1 <= args.writers <= len(WRITERS):
+            parser.error(f"--writers must be from 1 to {len(WRITERS)}, received {args.writers}")
+        if min(args.ks) < 1 or args.eval_per_digit < 1 or (args.mnist_images or 1) < 1:
+            parser.error("--ks, --eval-per-digit and --mnist-images must be at least 1")
+    if is_set_file(args.data):
+        if args.drawn or args.adaptation:
+            print(f"error: --drawn and --adaptation score MNIST; {args.data} is a set file", file=sys.stderr)
+            return 2
+        return evaluate_set(args)
     try:
         data = load_mnist(args.data)
         from mnist_core.evaluate import evaluate_model
@@ -118,8 +153,112 @@ def main(argv: list[str] | None = None) -> int:
 
         summary["plot"] = str(save_figure(confusion_figure(evaluation.confusion), args.plot))
         print(f"confusion matrix saved to {args.plot}")
+    if args.adaptation:
+        summary["adaptation"] = adaptation(model, data, metadata, args)
     print(json.dumps(summary))
     return 0
+
+
+def is_set_file(path) -> bool:
+    """Whether --data names a set of someone's own digits: an .npz no bigger than a set file may be
+    (Keras' mnist.npz is 11 MB)."""
+    p = Path(path) if path else None
+    return p is not None and p.suffix == ".npz" and p.is_file() and p.stat().st_size <= MAX_FILE_BYTES
+
+
+def evaluate_set(args) -> int:
+    """Score the model on a set file's x_train, x_test and all of it."""
+    import numpy as np
+
+    try:
+        x_train, y_train, x_test, y_test = read_set(args.data)
+        from mnist_core.evaluate import evaluate_model
+        from mnist_core.store import load_model
+
+        model, metadata = load_model(args.model)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"model: {args.model} ({metadata.get('command') or 'no metadata'})")
+    parts = {"train": (x_train, y_train), "test": (x_test, y_test),
+             "all": (np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]))}  # fmt: skip
+    summary = {"model": str(args.model), "set": str(args.data)}
+    for name, (x, y) in parts.items():
+        if not len(y):
+            print(f"{name}: no drawings")
+            summary[name] = None
+            continue
+        evaluation = evaluate_model(model, x, y)
+        print(f"{name}: accuracy {evaluation.test_accuracy:.4f} on {len(y)} drawings")
+        summary[name] = {
+            "accuracy": evaluation.test_accuracy,
+            "loss": evaluation.test_loss,
+            "count": len(y),
+            "per_class_accuracy": evaluation.to_dict()["per_class_accuracy"],
+        }
+    print(confusion_text(evaluation.confusion))  # of the whole set
+    summary["accuracy"] = summary["all"]["accuracy"]
+    if args.plot:
+        from mnist_core.plots import confusion_figure, save_figure
+
+        summary["plot"] = str(save_figure(confusion_figure(evaluation.confusion), args.plot))
+        print(f"confusion matrix saved to {args.plot}")
+    print(json.dumps(summary))
+    return 0
+
+
+def adaptation(model, data, metadata: dict, args) -> dict:
+    """writers.adaptation for the flags, with a line per fine-tuning on stderr and the table on stdout."""
+    from mnist_core import writers
+
+    names = list(writers.WRITERS)[: args.writers]
+
+    def progress(name, k, row):
+        print(
+            f"  {name}: k={k}  {100 * row['base']:.1f}% -> {100 * row['after'][k]:.1f}%  MNIST "
+            f"{100 * row['mnist_after'][k]:.2f}%  ({row['seconds'][k]:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    print(f"adaptation: {len(names)} writers, k = {args.ks} drawings per digit", file=sys.stderr)
+    report = writers.adaptation(
+        model, data, writers=names, ks=args.ks, eval_per_digit=args.eval_per_digit,
+        mnist_images=args.mnist_images, seed=args.seed, base_config=metadata.get("config"), progress=progress,
+    )  # fmt: skip
+    print(adaptation_table(report))
+    return report
+
+
+def adaptation_table(report: dict) -> str:
+    """The adaptation report as a markdown table, then the targets' figures."""
+    ks, summary = report["ks"], report["summary"]
+    mnist_head = "MNIST after (" + " / ".join(f"k={k}" for k in ks) + ")"
+    head = ["writer", "base", *(f"k={k}" for k in ks), mnist_head]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+
+    def cells(name, base, after, mnist):
+        return [name, f"{100 * base:.1f}%", *(f"{100 * after[k]:.1f}%" for k in ks),
+                " / ".join(f"{100 * mnist[k]:.2f}%" for k in ks)]  # fmt: skip
+
+    for row in report["writers"]:
+        row_cells = cells(row["writer"], row["base"], row["after"], row["mnist_after"])
+        lines.append("| " + " | ".join(row_cells) + " |")
+    mean = cells("mean", summary["base"], summary["after"], summary["mnist_after"])
+    lines.append("| " + " | ".join(f"**{c}**" for c in mean) + " |")
+    lift = summary["mean_lift_points"]
+    lines.append(
+        f"MNIST before: {100 * report['mnist_before']:.2f}% on {report['mnist_images']:,} test images; "
+        f"{report['eval_per_digit']} drawings per digit measured per writer, never trained on."
+    )
+    lines.append(
+        f"Writers read at <= 95% before: {summary['hard_writers']}; "
+        f"their mean lift at k={summary['lift_at_k']}: "
+        + ("n/a" if lift is None else f"{lift:+.1f} points")
+        + f"; largest MNIST drop (any writer, any k): {summary['max_mnist_drop_points']:.2f} points; "
+        f"mean fine-tuning {summary['seconds']:.1f} s."
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
