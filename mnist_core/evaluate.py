@@ -1,4 +1,5 @@
-"""Evaluate a model on labelled images: accuracy, loss, per-class accuracy, confusion, mistakes."""
+"""Evaluate a model on labelled images: accuracy, loss, calibration error, per-class accuracy, confusion,
+mistakes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mnist_core.calibration import calibrate, check_temperature, expected_calibration_error
 from mnist_core.predict import traced_function
 
 NUM_CLASSES = 10
@@ -25,6 +27,9 @@ class Evaluation:
     predictions: np.ndarray  # (n,) int
     probabilities: np.ndarray  # (n, 10) float32
     labels: np.ndarray  # (n,) int, the true labels
+    temperature: float = 1.0  # the probabilities (and loss) are the model's calibrated by it
+    ece: float | None = None  # expected calibration error of `probabilities` (calibration.BINS bins)
+    ece_uncalibrated: float | None = None  # the same of the model's own probabilities
 
     def misclassified(self, limit: int | None = 36) -> np.ndarray:
         """Indices of wrong predictions, the most confidently wrong first; at most `limit` (None: all)."""
@@ -41,6 +46,9 @@ class Evaluation:
         return {
             "test_accuracy": self.test_accuracy,
             "test_loss": self.test_loss,
+            "temperature": self.temperature,
+            "ece": self.ece,
+            "ece_uncalibrated": self.ece_uncalibrated,
             "count": int(len(self.labels)),
             "misclassified_count": int(np.count_nonzero(self.predictions != self.labels)),
             "per_class_accuracy": [None if math.isnan(v) else float(v) for v in self.per_class_accuracy],
@@ -65,8 +73,12 @@ def _check_inputs(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
-def evaluate_model(model, x_test_uint8, y_test, *, batch_size: int = 1000) -> Evaluation:
-    """Evaluate `model` on uint8 images (floats are taken as already in [0, 1]) and integer labels."""
+def evaluate_model(
+    model, x_test_uint8, y_test, *, batch_size: int = 1000, temperature: float = 1.0
+) -> Evaluation:
+    """Evaluate `model` on uint8 images (floats are taken as already in [0, 1]) and integer labels; its
+    probabilities calibrated by `temperature` (calibration.calibrate), which never changes the accuracy."""
+    temperature = check_temperature(temperature)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"evaluate_model got batch_size={batch_size!r}; expected a whole number >= 1")
     x, y = _check_inputs(x_test_uint8, y_test)
@@ -79,7 +91,9 @@ def evaluate_model(model, x_test_uint8, y_test, *, batch_size: int = 1000) -> Ev
     probabilities = np.concatenate(chunks)
     if probabilities.shape != (len(x), NUM_CLASSES):
         raise ValueError(f"the model returned shape {probabilities.shape}; expected ({len(x)}, 10)")
-    predictions = probabilities.argmax(axis=1)
+    ece_uncalibrated = expected_calibration_error(probabilities, y)
+    predictions = probabilities.argmax(axis=1)  # before calibrating: not even a rounding tie may move it
+    probabilities = calibrate(probabilities, temperature)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (y, predictions), 1)
     per_class_total = confusion.sum(axis=1)
@@ -94,4 +108,7 @@ def evaluate_model(model, x_test_uint8, y_test, *, batch_size: int = 1000) -> Ev
         predictions=predictions,
         probabilities=probabilities,
         labels=y,
+        temperature=temperature,
+        ece=expected_calibration_error(probabilities, y) if temperature != 1.0 else ece_uncalibrated,
+        ece_uncalibrated=ece_uncalibrated,
     )

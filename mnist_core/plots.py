@@ -143,6 +143,46 @@ def history_figure(history: dict) -> Figure:
     return fig
 
 
+def reliability_figure(report: dict) -> Figure:
+    """Reliability diagrams of calibration.calibration_report, before and after the temperature: per
+    confidence bin its accuracy (bar), mean confidence (mark) and image count; the diagonal is perfect
+    calibration."""
+    panels = [key for key in ("before", "after") if isinstance(report, dict) and key in report]
+    if not panels:
+        raise ValueError(
+            "reliability_figure got no 'before' or 'after' entries; expected a dict from "
+            "mnist_core.calibration.calibration_report"
+        )
+    fig = _figure(figsize=(5 * len(panels), 4.6), layout="constrained")
+    for position, key in enumerate(panels, start=1):
+        entry = report[key]
+        bins = entry["reliability"]
+        width = 1 / bins["bins"]
+        lefts = np.arange(bins["bins"]) * width
+        filled = [i for i, count in enumerate(bins["count"]) if count]
+        ax = fig.add_subplot(1, len(panels), position)
+        ax.bar(
+            lefts[filled], [bins["accuracy"][i] for i in filled], width=width, align="edge",
+            color="#2e86c1", edgecolor="white", label="accuracy",
+        )  # fmt: skip
+        # Each bin's mean confidence over its bar: the gap between the two is the miscalibration.
+        ax.plot(
+            lefts[filled] + width / 2, [bins["confidence"][i] for i in filled], "_",
+            color=WRONG_COLOR, markersize=12, markeredgewidth=2, label="mean confidence",
+        )  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+        for i in filled:
+            ax.text(lefts[i] + width / 2, 0.02, str(bins["count"][i]), ha="center", fontsize=6, rotation=90)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("Confidence (top probability)")
+        ax.set_ylabel("Accuracy")
+        scaled = f", T = {report['temperature']:.3f}" if key == "after" and "temperature" in report else ""
+        ax.set_title(f"{key.capitalize()} calibration{scaled}: ECE {entry['ece']:.4f}")
+        ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
 def mean_images_figure(means) -> Figure:
     """The mean image of each digit, one panel per class."""
     means = _as_images(means, "mean_images_figure")

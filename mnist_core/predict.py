@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 
+from .calibration import calibrate, check_temperature, temperature_of
+
 # Large batches are cut into chunks so a CNN's activations for 10,000 images never sit in memory at once
 # (numpy's patches of the second convolution: 256 x 121 x 288 floats, 36 MB).
 CHUNK_SIZE = 256
@@ -62,10 +64,14 @@ def traced_function(model):
 
 
 class Predictor:
-    """Thread-safe holder of the active model; predict() sees the old or the new model, never a mix."""
+    """Thread-safe holder of the active model; predict() sees the old or the new model, never a mix.
+
+    `info` may carry "temperature" (or be a model's metadata, with its "calibration"): predict() then gives
+    calibrated probabilities (calibration.calibrate; ~20 us for one image). Without it, the model's own.
+    """
 
     def __init__(self, model=None, info: dict | None = None):
-        self._active = None  # (model, fn, info) swapped in one assignment
+        self._active = None  # (model, fn, info, temperature) swapped in one assignment
         self._swap_lock = threading.Lock()
         if model is not None:
             self.set_model(model, info)
@@ -74,12 +80,17 @@ class Predictor:
         """Make `model` the active model; its inference pass is built and warmed up before the swap."""
         from mnist_core.store import check_model_shape
 
+        info = dict(info or {})
+        # A model's whole metadata (store.load_model's) works too: its calibration's temperature.
+        temperature = (
+            check_temperature(info["temperature"]) if "temperature" in info else temperature_of(info)
+        )
         check_model_shape(model, source="the new model")
         fn = model_function(model)
         fn(np.zeros((1, 28, 28), np.float32))  # warm up (trace) now so the first real prediction is fast
         # The lock orders concurrent swaps; readers never take it, they read one attribute once.
         with self._swap_lock:
-            self._active = (model, fn, dict(info or {}))
+            self._active = (model, fn, info, temperature)
 
     @property
     def model(self):
@@ -94,12 +105,18 @@ class Predictor:
         return {} if active is None else dict(active[2])
 
     @property
+    def temperature(self) -> float:
+        """The temperature predict() calibrates by (1.0: the model's own probabilities)."""
+        active = self._active
+        return 1.0 if active is None else active[3]
+
+    @property
     def has_model(self) -> bool:
         """Whether a model is active."""
         return self._active is not None
 
     def predict(self, images) -> np.ndarray:
-        """Probabilities: (28, 28) -> (10,), (n, 28, 28) -> (n, 10); float32 input in [0, 1]."""
+        """Calibrated probabilities: (28, 28) -> (10,), (n, 28, 28) -> (n, 10); float32 input in [0, 1]."""
         active = self._active
         if active is None:
             raise ValueError("no model is active: load or train a model first (Predictor.set_model)")
@@ -111,4 +128,5 @@ class Predictor:
             probabilities = np.concatenate(
                 [fn(batch[i : i + CHUNK_SIZE]) for i in range(0, len(batch), CHUNK_SIZE)]
             )
+        probabilities = calibrate(probabilities, active[3])
         return probabilities[0] if single else probabilities

@@ -140,10 +140,12 @@ def save_model(
     metrics: dict | None = None,
     command: str | None = None,
     owner: str | None = None,
+    calibration: dict | None = None,
 ) -> Path:
     """Save `model` to a .keras file plus `<name>.json` metadata, atomically; returns the model path.
 
     `owner`: a digest of the visitor who trained it (visitors.owner_key); None for the operator's models.
+    `calibration`: its temperature and how it was fitted (calibration.fit_model); None: none fitted.
 
     Both temp files are written and synced first, then the model is renamed into place, then the JSON.
     A crash between the two renames leaves a sidecar whose model_sha256 does not match the model, and
@@ -175,6 +177,7 @@ def save_model(
             "metrics": metrics,
             "command": command,
             **({"owner": owner} if owner else {}),
+            **({"calibration": calibration} if calibration else {}),
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
             "model_sha256": _sha256(temp_model),
@@ -206,6 +209,20 @@ def read_metadata(model_path: str | os.PathLike) -> dict:
     except (OSError, ValueError):
         return {}
     return {} if stale else metadata
+
+
+def write_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
+    """Store `calibration` (calibration.fit_model) in a saved model's sidecar, atomically; the model file
+    and the rest of its metadata stay as they are. Its sidecar path."""
+    metadata = read_metadata(model_path)
+    if not metadata:
+        raise ModelFileError(
+            f"{Path(model_path).name}: has no metadata sidecar that matches the model file; "
+            "save the model with store.save_model first"
+        )
+    metadata["calibration"] = calibration
+    data = json.dumps(metadata, indent=2, default=_json_default).encode()
+    return atomic_write_bytes(sidecar_path(model_path), data)
 
 
 def check_model_shape(model, source: str = "model") -> None:

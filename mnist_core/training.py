@@ -55,6 +55,14 @@ def reads_uint8(model: keras.Model) -> keras.Model:
     )
 
 
+def training_subset(total: int, train_size: int, seed: int) -> np.ndarray | None:
+    """Indices of the seeded `train_size` of `total` MNIST training images a run trains on; None: all.
+    (calibration.fit_images fits a run's temperature on the others.)"""
+    if train_size >= total:
+        return None
+    return np.random.default_rng(seed).choice(total, train_size, replace=False)
+
+
 def drawn_count(share: float, mnist_images: int) -> int:
     """How many drawn digits make up `share` of a training set with `mnist_images` MNIST images."""
     if not 0 <= share < 1:
@@ -91,6 +99,7 @@ class TrainingJob(RecordedJob):
         super().__init__(config)
         self.model: keras.Model | None = None
         self._trainer: keras.Model | None = None  # the model behind uint8 scaling (and augmentation)
+        self._calibration: dict | None = None  # calibration(), once the model is trained
         self._data = data
         self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
 
@@ -105,17 +114,38 @@ class TrainingJob(RecordedJob):
         """Whether the job has a model to evaluate and save (a stopped run has one too)."""
         return self.model is not None
 
+    # A fine-tuning's MNIST images are not the subset a run of its train_size would draw (tuning.py).
+    _held_out_fit = True
+
+    def calibration(self) -> dict:
+        """The trained model's temperature and how it was fitted (calibration.fit_model), fitted once: on
+        training images the run did not use when there are enough, else on a seeded sample of them all."""
+        if self._calibration is None:
+            from .calibration import fit_images, fit_model
+
+            config = self.config
+            images, labels, fit_on = fit_images(
+                self._data, config.train_size, config.seed, held_out=self._held_out_fit
+            )
+            self._calibration = fit_model(self.model, images, labels, fit_on)
+        return self._calibration
+
     def evaluate(self):
-        """The trained model's evaluation.Evaluation on the MNIST test set."""
+        """The trained model's evaluation.Evaluation on the MNIST test set, its probabilities calibrated."""
         from .evaluate import evaluate_model
 
-        return evaluate_model(self.model, self._data.x_test, self._data.y_test)
+        calibration = self.calibration()
+        evaluation = evaluate_model(
+            self.model, self._data.x_test, self._data.y_test, temperature=calibration["temperature"]
+        )
+        calibration.update(test_ece_before=evaluation.ece_uncalibrated, test_ece_after=evaluation.ece)
+        return evaluation
 
     def save(self, path, **metadata):
-        """Save the trained model (store.save_model); its path."""
+        """Save the trained model (store.save_model) with its calibration; its path."""
         from .store import save_model
 
-        return save_model(self.model, path, **metadata)
+        return save_model(self.model, path, calibration=self.calibration(), **metadata)
 
     def release(self) -> None:
         """Nothing to let go of here: whoever holds the job holds its model (worker.WorkerJob frees its
@@ -143,8 +173,8 @@ class TrainingJob(RecordedJob):
         config = self.config
         keras.utils.set_random_seed(config.seed)
         x_train, y_train = self._data.x_train, self._data.y_train
-        if config.train_size < len(x_train):
-            chosen = np.random.default_rng(config.seed).choice(len(x_train), config.train_size, replace=False)
+        chosen = training_subset(len(x_train), config.train_size, config.seed)
+        if chosen is not None:
             x_train, y_train = x_train[chosen], y_train[chosen]
         drawn = drawn_count(config.drawn_share, len(x_train))
         if drawn:

@@ -16,6 +16,8 @@ VALIDATION_IMAGES = 2000  # of the MNIST test set, scored after each epoch for t
 class FineTuneJob(TrainingJob):
     """TrainingJob's records, stop and save, for a copy of `spec`'s base model tuned on its drawings."""
 
+    _held_out_fit = False  # its base model may have trained on every MNIST training image
+
     def __init__(self, config: TrainConfig, data, spec: TuneSpec):
         super().__init__(config, data)
         self.spec = spec

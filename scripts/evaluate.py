@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{MAX_FILE_BYTES // 1024**2} MB is read as a set of your own digits (the Draw tab's download) and "
         "scored on its x_train, its x_test and all",
     )
-    parser.add_argument("--plot", type=Path, help="save the confusion matrix as a PNG")
+    parser.add_argument(
+        "--plot", type=Path, help="save the confusion matrix as a PNG, the reliability diagram beside it"
+    )
     parser.add_argument(
         "--drawn",
         action="store_true",
@@ -116,6 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(confusion_text(evaluation.confusion))
     summary = {"model": str(args.model), **evaluation.to_dict()}
+    from mnist_core.calibration import calibration_report, temperature_of
+
+    # The temperature saved with the model; a model saved without one is fitted now on MNIST training
+    # images (never on the test set it is scored on). evaluation.probabilities are the model's own.
+    calibration = calibration_report(
+        model, data, temperature_of(metadata, default=None), probabilities=evaluation.probabilities
+    )
+    fitted = f"fitted on {calibration['fit']['fit_on']}" if "fit" in calibration else "saved with the model"
+    before, after = calibration["before"], calibration["after"]
+    print(
+        f"calibration: temperature {calibration['temperature']:.4f} ({fitted}); expected calibration error "
+        f"{before['ece']:.4f} -> {after['ece']:.4f}, test loss {before['test_loss']:.4f} -> "
+        f"{after['test_loss']:.4f}, mean top probability {before['mean_confidence']:.4f} -> "
+        f"{after['mean_confidence']:.4f}"
+    )
+    summary["calibration"] = calibration
     if args.drawn:
         from mnist_core.drawn import evaluate_drawn
 
@@ -149,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         summary |= {"drawn_accuracy": drawn["accuracy"], "drawn": drawn}
     if args.plot:
-        from mnist_core.plots import confusion_figure, save_figure
+        from mnist_core.plots import confusion_figure, reliability_figure, save_figure
 
         summary["plot"] = str(save_figure(confusion_figure(evaluation.confusion), args.plot))
         print(f"confusion matrix saved to {args.plot}")
+        reliability_plot = args.plot.with_name(f"{args.plot.stem}-reliability.png")
+        summary["reliability_plot"] = str(save_figure(reliability_figure(calibration), reliability_plot))
+        print(f"reliability diagram (before and after the temperature) saved to {reliability_plot}")
     if args.adaptation:
         summary["adaptation"] = adaptation(model, data, metadata, args)
     print(json.dumps(summary))

@@ -42,15 +42,17 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 <= index < len(data.x_test):
                 raise ValueError(f"--index received {index}; expected 0 to {len(data.x_test) - 1}")
             image, label = data.x_test[index] / np.float32(255), int(data.y_test[index])
+        from mnist_core.calibration import temperature_of
         from mnist_core.predict import Predictor
         from mnist_core.store import load_model
 
-        model, _ = load_model(args.model)
+        model, metadata = load_model(args.model)
     except (ValueError, MnistNotFoundError, MnistDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    probabilities = Predictor(model).predict(image)
+    # Calibrated by the temperature saved with the model, as the Draw tab's are (1.0 when it has none).
+    probabilities = Predictor(model, {"temperature": temperature_of(metadata)}).predict(image)
     prediction = int(probabilities.argmax())
     where = f"image {args.image}" if args.image else f"test image {index}, real label {label}"
     print(f"{where}: prediction {prediction} ({probabilities[prediction]:.1%})")

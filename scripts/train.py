@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # TensorFlow loads only now, after the arguments and the data have been checked.
-    from mnist_core.store import new_model_name, save_model
+    from mnist_core.store import new_model_name
     from mnist_core.training import start_training
 
     out = args.out or MODELS_DIR / f"{new_model_name(config.arch, MODELS_DIR)}.keras"
@@ -107,16 +107,24 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = {key: done[key] for key in ("test_accuracy", "test_loss", "epoch_seconds", "history")}
     command = shlex.join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
-    path = save_model(job.model, out, config=config.to_dict(), metrics=metrics, command=command)
+    evaluation = job.evaluate()  # fits the temperature (saved with the model) and scores it on the test set
+    path = job.save(out, config=config.to_dict(), metrics=metrics, command=command)
     if args.plot:
         from mnist_core.plots import history_figure, save_figure
 
         save_figure(history_figure(done["history"]), args.plot)
-    print(f"test accuracy {done['test_accuracy']:.4f}; saved {path}", file=sys.stderr)
+    print(
+        f"test accuracy {done['test_accuracy']:.4f}; temperature {evaluation.temperature:.3f}: expected "
+        f"calibration error {evaluation.ece_uncalibrated:.4f} -> {evaluation.ece:.4f}; saved {path}",
+        file=sys.stderr,
+    )
     summary = {
         "test_accuracy": done["test_accuracy"],
         "test_loss": done["test_loss"],
         "epoch_seconds": done["epoch_seconds"],
+        "temperature": evaluation.temperature,
+        "ece_before": evaluation.ece_uncalibrated,
+        "ece_after": evaluation.ece,
         "model_path": str(path),
         "config": config.to_dict(),
     }

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_core.calibration import calibrate
 from mnist_core.forward import compile_numpy
 from mnist_core.models import build_model
 from mnist_core.predict import CHUNK_SIZE, Predictor
@@ -121,6 +122,24 @@ def test_loaded_model_predicts_like_the_saved_one(tmp_path, two_models, images):
     predictor.set_model(*load_model(path))
     assert predictor.info["metrics"] == {"test_accuracy": 0.5}
     np.testing.assert_allclose(predictor.predict(images), _direct(two_models[1], images), atol=1e-6)
+
+
+def test_a_temperature_calibrates_the_probabilities(tmp_path, two_models, images):
+    raw = Predictor(two_models[0]).predict(images)
+    predictor = Predictor(two_models[0], {"name": "a", "temperature": 0.25})
+    assert predictor.temperature == 0.25 and Predictor(two_models[0]).temperature == 1.0
+    calibrated = predictor.predict(images)
+    np.testing.assert_allclose(calibrated, calibrate(raw, 0.25), atol=1e-6)
+    assert calibrated.dtype == np.float32 and np.abs(calibrated - raw).max() > 0.05
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), raw.argmax(axis=1))
+    np.testing.assert_allclose(predictor.predict(images[0]), calibrated[0], atol=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        predictor.set_model(two_models[1], {"temperature": -1})
+    assert predictor.temperature == 0.25 and predictor.model is two_models[0]  # the old one stays
+    # A saved model's metadata carries its temperature: set_model(*load_model(path)) calibrates.
+    path = save_model(two_models[1], tmp_path / "c.keras", calibration={"temperature": 0.5})
+    predictor.set_model(*load_model(path))
+    assert predictor.temperature == 0.5
 
 
 def test_swap_under_concurrent_predictions(two_models, images):
