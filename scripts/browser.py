@@ -199,6 +199,8 @@ def draw_digit(page, digit: int, box=None, finger: Finger | None = None) -> None
 
 def draw_strokes(page, strokes: list[Stroke], box, finger: Finger | None = None) -> None:
     """Draw unit-box `strokes` into `box` of the drawing area with the mouse (or `finger`)."""
+    # Pressing a button lower down scrolls the page; touches off the screen would be lost.
+    page.locator("#draw-canvas").scroll_into_view_if_needed()
     for points in on_page(page, strokes, box):
         stroke(page, points, finger)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import ready_studio
 
+from mnist_core.calibration import calibrate, temperature_of
 from mnist_core.config import TrainConfig
 from mnist_core.store import load_model
 from mnist_core.visitors import new_visitor_id
@@ -50,7 +51,9 @@ def test_a_run_trains_in_the_worker_and_its_owner_draws_with_the_saved_model(stu
     assert visitor.model_name == run.model_name and saved.is_file()
     x = mnist.x_test[:64].astype(np.float32) / 255.0
     model, metadata = load_model(saved)
-    expected = np.asarray(model(x, training=False))
+    # What the page shows: the saved model's probabilities at the temperature saved with it.
+    expected = calibrate(np.asarray(model(x, training=False)), temperature_of(metadata))
+    assert temperature_of(metadata) != 1.0
     np.testing.assert_allclose(studio.predictor_for(visitor).predict(x), expected, atol=1e-5)
     assert metadata["metrics"]["test_accuracy"] == pytest.approx(run.test_accuracy)
     # A stop reaches the worker: the run ends after its current batch, unsaved.
