@@ -63,8 +63,6 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
             return visitor, {**empty_value(), "visitor": visitor}, {"visitor": visitor}
 
         session_outputs = [visitor_id, draw.pad, watcher]
-        # First of the load events: the others find this page's visitor.
-        demo.load(start_session, visitor_id, session_outputs, api_name="session", concurrency_limit=None)
 
         @friendly_errors
         def poll(seen, compare, request: gr.Request = None):
@@ -85,7 +83,8 @@ def build_demo(studio, training: bool = True) -> gr.Blocks:
 
         outputs = [*draw.poll_outputs(), *train.poll_outputs(), draw.tune_status, train.code, seen]
         polling = {"fn": poll, "inputs": [seen, train.compare], "outputs": outputs, "concurrency_limit": None}
-        # The page's first poll comes right after its visitor is known.
+        # The page's one session event (two would race: a fresh page would get two visitor ids, its drawing
+        # surface one and its Gradio session the other), then its first poll, once its visitor is known.
         demo.load(
             start_session, visitor_id, session_outputs, api_name="session", concurrency_limit=None
         ).then(**polling, api_name="first_poll", api_visibility="private")
