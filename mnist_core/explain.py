@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .forward import _activation, _conv2d, _dense
+from .forward import _activation, _conv2d, _dense, layer_plan, step_of
 
 # 32 points along the path (see _path): completeness error median 0.09% (92% of digits within 1%) for the
 # tutorial MLP, 1.6% for the shipped CNN, ~20 ms (scripts/benchmark.py --only explain; tests/test_explain.py).
@@ -205,62 +205,29 @@ def _activation_op(name) -> object | None:
 
 
 def _layer_ops(layer) -> list | None:
-    """The differentiable numpy ops of one Keras layer (as mnist_core.forward reads it), or None."""
-    kind = type(layer).__name__
-    config = layer.get_config()
-    own = kind in ("Dense", "Conv2D", "BatchNormalization")
-    weights = [np.asarray(w, np.float32) for w in layer.get_weights()] if own else []
-    if kind in ("InputLayer", "Dropout", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomFlip"):
-        return []
-    if kind == "Sequential":
-        ops = []
-        for inner in layer.layers:
-            inner_ops = _layer_ops(inner)
-            if inner_ops is None:
+    """The differentiable numpy ops of one Keras layer (forward.layer_plan's reading of it), or None."""
+    plan = layer_plan(layer)
+    if plan is None:
+        return None
+    ops = []
+    for item in plan:
+        kind, *args = item
+        if kind in ("reshape", "flatten"):
+            ops.append(_reshape_op(step_of(item)))
+        elif kind == "activation":
+            activation = _activation_op(args[0])
+            if activation is None:
                 return None
-            ops += inner_ops
-        return ops
-    if kind == "Reshape":
-        shape = tuple(config["target_shape"])
-        return [_reshape_op(lambda x: x.reshape(x.shape[0], *shape))]
-    if kind == "Flatten":
-        return [_reshape_op(lambda x: x.reshape(x.shape[0], -1))]
-    if kind in ("Activation", "ReLU", "Softmax"):
-        name = {"ReLU": "relu", "Softmax": "softmax"}.get(kind, config.get("activation"))
-        if kind == "ReLU" and (
-            config.get("max_value") or config.get("negative_slope") or config.get("threshold")
-        ):
-            return None
-        return _activation_op(name) if isinstance(name, str) else None
-    if kind == "Dense":
-        activation = _activation_op(config["activation"]) if isinstance(config["activation"], str) else None
-        if activation is None:
-            return None
-        return [_dense_op(weights[0], weights[1] if config["use_bias"] else None), *activation]
-    if kind == "Conv2D":
-        plain = tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
-        plain = plain and config.get("groups", 1) == 1 and config["data_format"] == "channels_last"
-        activation = _activation_op(config["activation"]) if isinstance(config["activation"], str) else None
-        if not plain or config["padding"] not in ("valid", "same") or activation is None:
-            return None
-        bias = weights[1] if config["use_bias"] else None
-        return [_Conv2D(weights[0], bias, config["padding"]), *activation]
-    if kind == "MaxPooling2D":
-        size = tuple(config["pool_size"])
-        if size[0] != size[1] or tuple(config["strides"]) != size or config["padding"] != "valid":
-            return None
-        return [_MaxPool(size[0])]
-    if kind == "BatchNormalization":
-        axis = config["axis"]
-        if axis not in (-1, [-1]) and not (isinstance(axis, list | tuple) and list(axis) == [-1]):
-            return None
-        names = [w.path.split("/")[-1] for w in layer.weights]
-        values = dict(zip(names, weights, strict=True))
-        variance = values["moving_variance"]
-        scale = values.get("gamma", np.ones_like(variance)) / np.sqrt(variance + config["epsilon"])
-        shift = values.get("beta", np.zeros_like(variance)) - values["moving_mean"] * scale
-        return [_affine_op(scale.astype(np.float32), shift.astype(np.float32))]
-    return None
+            ops += activation
+        elif kind == "dense":
+            ops.append(_dense_op(*args))
+        elif kind == "conv2d":
+            ops.append(_Conv2D(*args))
+        elif kind == "max_pool":
+            ops.append(_MaxPool(*args))
+        else:  # "affine"
+            ops.append(_affine_op(*args))
+    return ops
 
 
 def _path(steps: int) -> tuple[np.ndarray, np.ndarray]:

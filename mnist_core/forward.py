@@ -72,8 +72,16 @@ def _max_pool(size: int) -> Step:
     return step
 
 
-def _layer_steps(layer) -> list[Step] | None:
-    """The numpy steps of one Keras layer, or None if this module does not know it."""
+ACTIVATIONS = ("linear", "relu", "softmax", "sigmoid", "tanh")
+
+
+def layer_plan(layer) -> list[tuple] | None:
+    """What one Keras layer does at inference, as plain steps, or None if this module does not know it:
+    ("reshape", shape), ("flatten",), ("activation", name), ("dense", kernel, bias),
+    ("conv2d", kernel, bias, padding), ("max_pool", size), ("affine", scale, shift).
+
+    The one reading of a layer's config and weights: this module's pass and mnist_core.explain's
+    differentiable one are both built from it."""
     kind = type(layer).__name__
     config = layer.get_config()
     # A nested model's get_weights() copies all of its layers' weights: only the layers that use them.
@@ -82,45 +90,41 @@ def _layer_steps(layer) -> list[Step] | None:
     if kind in ("InputLayer", "Dropout", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomFlip"):
         return []  # nothing at inference
     if kind == "Sequential":
-        steps = []
+        plan = []
         for inner in layer.layers:
-            inner_steps = _layer_steps(inner)
-            if inner_steps is None:
+            inner_plan = layer_plan(inner)
+            if inner_plan is None:
                 return None
-            steps += inner_steps
-        return steps
+            plan += inner_plan
+        return plan
     if kind == "Reshape":
-        shape = tuple(config["target_shape"])
-        return [lambda x: x.reshape(x.shape[0], *shape)]
+        return [("reshape", tuple(config["target_shape"]))]
     if kind == "Flatten":
-        return [lambda x: x.reshape(x.shape[0], -1)]
+        return [("flatten",)]
     if kind in ("Activation", "ReLU", "Softmax"):
         name = {"ReLU": "relu", "Softmax": "softmax"}.get(kind, config.get("activation"))
         if kind == "ReLU" and (
             config.get("max_value") or config.get("negative_slope") or config.get("threshold")
         ):
             return None
-        step = _activation(name) if isinstance(name, str) else None
-        return None if step is None else [step]
-    if kind == "Dense":
-        activation = _activation(config["activation"]) if isinstance(config["activation"], str) else None
-        if activation is None:
+        return [("activation", name)] if name in ACTIVATIONS else None
+    if kind in ("Dense", "Conv2D"):
+        activation = config["activation"]
+        if activation not in ACTIVATIONS:
             return None
         bias = weights[1] if config["use_bias"] else None
-        return [_dense(weights[0], bias), activation]
-    if kind == "Conv2D":
+        if kind == "Dense":
+            return [("dense", weights[0], bias), ("activation", activation)]
         plain = tuple(config["strides"]) == (1, 1) and tuple(config["dilation_rate"]) == (1, 1)
         plain = plain and config.get("groups", 1) == 1 and config["data_format"] == "channels_last"
-        activation = _activation(config["activation"]) if isinstance(config["activation"], str) else None
-        if not plain or config["padding"] not in ("valid", "same") or activation is None:
+        if not plain or config["padding"] not in ("valid", "same"):
             return None
-        bias = weights[1] if config["use_bias"] else None
-        return [_conv2d(weights[0], bias, config["padding"]), activation]
+        return [("conv2d", weights[0], bias, config["padding"]), ("activation", activation)]
     if kind == "MaxPooling2D":
         size = tuple(config["pool_size"])
         if size[0] != size[1] or tuple(config["strides"]) != size or config["padding"] != "valid":
             return None
-        return [_max_pool(size[0])]
+        return [("max_pool", size[0])]
     if kind == "BatchNormalization":
         axis = config["axis"]
         if axis not in (-1, [-1]) and not (isinstance(axis, list | tuple) and list(axis) == [-1]):
@@ -130,17 +134,37 @@ def _layer_steps(layer) -> list[Step] | None:
         variance = values["moving_variance"]
         scale = values.get("gamma", np.ones_like(variance)) / np.sqrt(variance + config["epsilon"])
         shift = values.get("beta", np.zeros_like(variance)) - values["moving_mean"] * scale
-        scale, shift = scale.astype(np.float32), shift.astype(np.float32)
-        return [lambda x: x * scale + shift]
+        return [("affine", scale.astype(np.float32), shift.astype(np.float32))]
     return None
+
+
+def step_of(item: tuple) -> Step:
+    """The numpy function of one layer_plan step."""
+    kind, *args = item
+    if kind == "reshape":
+        shape = args[0]
+        return lambda x: x.reshape(x.shape[0], *shape)
+    if kind == "flatten":
+        return lambda x: x.reshape(x.shape[0], -1)
+    if kind == "activation":
+        return _activation(args[0])
+    if kind == "dense":
+        return _dense(*args)
+    if kind == "conv2d":
+        return _conv2d(*args)
+    if kind == "max_pool":
+        return _max_pool(*args)
+    scale, shift = args  # "affine"
+    return lambda x: x * scale + shift
 
 
 def compile_numpy(model) -> Step | None:
     """A function (n, 28, 28) float32 -> (n, 10) probabilities doing what `model(x, training=False)`
     does, in numpy; None when the model has a layer this module does not know."""
-    steps = _layer_steps(model)
-    if steps is None:
+    plan = layer_plan(model)
+    if plan is None:
         return None
+    steps = [step_of(item) for item in plan]
     if len(model.input_shape) == 4:  # a model that takes (n, 28, 28, 1): the channel axis first
         steps = [lambda x: x[..., None], *steps]
 
