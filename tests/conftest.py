@@ -1,7 +1,10 @@
 """Shared fixtures: the real MNIST data, found the way CI finds it."""
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,23 @@ def scan(image: np.ndarray, path: Path) -> Path:
     paper = 235 - big / 255 * 205 + rng.normal(0, 3, big.shape)
     Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(path)
     return path
+
+
+def run_script(name: str, *args, mnist_dir=None, cwd=ROOT) -> subprocess.CompletedProcess:
+    """`python scripts/<name> args` in a clean environment (MNIST_DATA only if `mnist_dir` is given)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if mnist_dir is not None:
+        env["MNIST_DATA"] = str(mnist_dir)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def last_json(stdout: str) -> dict:
+    """A script's summary: its last stdout line, as JSON."""
+    return json.loads(stdout.strip().splitlines()[-1])

@@ -1,13 +1,13 @@
 """Exports: each file loaded in its own runtime (Keras, onnxruntime, LiteRT) must give the Keras model's
 probabilities on real MNIST test digits."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import last_json, run_script
 
 from mnist_core.export import FORMATS, SUFFIXES, TOLERANCE, check_export_path
 
@@ -167,28 +167,20 @@ def test_importing_the_module_does_not_load_tensorflow():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def run_export(*args, mnist_dir=None):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if mnist_dir is not None:
-        env["MNIST_DATA"] = str(mnist_dir)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "export.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-
-
 @pytest.mark.slow
 def test_script_exports_checks_and_ends_with_json(tmp_path, mnist_dir):
     out = tmp_path / "default.tflite"
-    result = run_export(
-        ROOT / "models" / "default.keras", "--format", "litert", "--out", out, mnist_dir=mnist_dir
+    result = run_script(
+        "export.py",
+        ROOT / "models" / "default.keras",
+        "--format",
+        "litert",
+        "--out",
+        out,
+        mnist_dir=mnist_dir,
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = last_json(result.stdout)
     assert summary["format"] == "litert" and summary["out"] == str(out)
     assert summary["bytes"] == out.stat().st_size > 100_000
     assert 0 <= summary["max_abs_diff"] <= TOLERANCE
@@ -203,15 +195,15 @@ def test_script_exports_checks_and_ends_with_json(tmp_path, mnist_dir):
     ],
 )
 def test_script_bad_input_exits_2_with_an_error(args, message, tmp_path):
-    result = run_export(ROOT / "models" / "default.keras", *args[:-1], tmp_path / args[-1])
+    result = run_script("export.py", ROOT / "models" / "default.keras", *args[:-1], tmp_path / args[-1])
     assert result.returncode == 2
     assert message in result.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_script_missing_model_exits_2(tmp_path):
-    result = run_export(
-        tmp_path / "none.keras", "--format", "onnx", "--out", tmp_path / "m.onnx", "--no-check"
+    result = run_script(
+        "export.py", tmp_path / "none.keras", "--format", "onnx", "--out", tmp_path / "m.onnx", "--no-check"
     )
     assert result.returncode == 2
     assert "error: model file" in result.stderr and "does not exist" in result.stderr

@@ -3,12 +3,11 @@ scripts/evaluate.py's set file and --adaptation, on the real data, the shipped m
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import last_json, run_script
 
 from mnist_core import finetune, writers
 from mnist_core.collection import read_set
@@ -17,24 +16,6 @@ from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "models" / "default.keras"
 HARD = "narrow and tilted"  # the shipped model reads this writer's 0s as 1s and 8s as other digits
-
-
-def run_script(name, *args, mnist_dir=None):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if mnist_dir is not None:
-        env["MNIST_DATA"] = str(mnist_dir)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

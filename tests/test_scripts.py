@@ -1,32 +1,13 @@
 """The command-line tools, run as a user runs them: subprocesses on the real data."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import last_json, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_script(name, *args, env_data=None, cwd=ROOT):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if env_data is not None:
-        env["MNIST_DATA"] = str(env_data)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +29,7 @@ def trained(tmp_path_factory, mnist_dir):
         out,
         "--plot",
         plot,
-        env_data=mnist_dir,
+        mnist_dir=mnist_dir,
     )
     assert result.returncode == 0, result.stderr
     return out, result
@@ -75,7 +56,7 @@ def test_train_saves_the_model_and_ends_with_json(trained):
 def test_evaluate_reports_accuracy_per_class_and_confusion(trained, tmp_path, mnist_dir):
     out, train_result = trained
     plot = tmp_path / "confusion.png"
-    result = run_script("evaluate.py", out, "--plot", plot, env_data=mnist_dir)
+    result = run_script("evaluate.py", out, "--plot", plot, mnist_dir=mnist_dir)
     assert result.returncode == 0, result.stderr
     summary = last_json(result.stdout)
     assert summary["test_accuracy"] == pytest.approx(
@@ -90,7 +71,7 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(trained, tmp_path, mn
 def test_predict_a_test_image_like_the_tutorial(trained, tmp_path, mnist_dir):
     out, _ = trained
     plot = tmp_path / "prediction.png"
-    result = run_script("predict.py", out, "--index", 0, "--plot", plot, env_data=mnist_dir)
+    result = run_script("predict.py", out, "--index", 0, "--plot", plot, mnist_dir=mnist_dir)
     assert result.returncode == 0, result.stderr
     summary = last_json(result.stdout)
     assert summary["label"] == 7 and summary["prediction"] == 7
@@ -108,7 +89,7 @@ def test_predict_a_test_image_like_the_tutorial(trained, tmp_path, mnist_dir):
     ],
 )
 def test_train_rejects_bad_settings_before_loading_anything(args, fragment, mnist_dir):
-    result = run_script("train.py", *args, env_data=mnist_dir)
+    result = run_script("train.py", *args, mnist_dir=mnist_dir)
     assert result.returncode == 2
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
@@ -122,6 +103,6 @@ def test_train_without_data_says_how_to_provide_it(tmp_path):
 def test_evaluate_refuses_a_corrupt_model_clearly(tmp_path, mnist_dir):
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a model at all")
-    result = run_script("evaluate.py", broken, env_data=mnist_dir)
+    result = run_script("evaluate.py", broken, mnist_dir=mnist_dir)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "broken.keras" in result.stderr
