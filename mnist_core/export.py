@@ -16,14 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import (
-    _fsync_dir,
-    _remove_quietly,
-    _remove_stale_temps,
-    _temp_path,
-    _write_synced,
-    check_model_shape,
-)
+from .store import atomic_write, check_model_shape
 
 FORMATS = ("keras", "onnx", "litert")
 SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "litert": ".tflite"}
@@ -68,19 +61,12 @@ def export_model(model, fmt: str, out_path: str | os.PathLike) -> Path:
     """
     target = check_export_path(fmt, out_path)
     check_model_shape(model, source="the model to export")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target)
-    temp = _temp_path(target)  # keeps the suffix: Keras insists on .keras and .tflite endings
-    try:
+
+    def write(temp: Path) -> None:  # the temp keeps the suffix: Keras insists on .keras and .tflite
         with _CONVERT_LOCK:
             _WRITERS[fmt](model, temp)
-        _write_synced(temp)
-        os.replace(temp, target)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    _fsync_dir(target.parent)
-    return target
+
+    return atomic_write(target, write)
 
 
 def export_bytes(model, fmt: str, name: str = "model") -> tuple[bytes, str]:

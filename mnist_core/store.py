@@ -11,6 +11,7 @@ import re
 import secrets
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,19 +113,27 @@ def clean_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` so that readers see the old file or the complete new one, never a part."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Make `path` with `write(temp)`, which writes a temp file beside it (same suffix), so that readers see
+    the old file or the complete new one, never a part: the temp is synced, then renamed into place."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target)
     temp = _temp_path(target)
     try:
-        _write_synced(temp, data)
+        write(temp)
+        _write_synced(temp)
         os.replace(temp, target)
     except BaseException:
         _remove_quietly(temp)
         raise
     _fsync_dir(target.parent)
     return target
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` so that readers see the old file or the complete new one, never a part."""
+    return atomic_write(path, lambda temp: temp.write_bytes(data))
 
 
 def _sha256(path: Path) -> str:
