@@ -221,6 +221,14 @@ class TrainingJob(RecordedJob):
             callbacks=[stream],
             verbose=0,
         )
+        if self._fit_ended(stream, done):
+            # The tutorial validates on the test set, so the last epoch's validation is the test result.
+            done.update(
+                test_loss=stream.history["val_loss"][-1], test_accuracy=stream.history["val_accuracy"][-1]
+            )
+
+    def _fit_ended(self, stream: "_Stream", done: dict[str, Any]) -> bool:
+        """Put what `fit` streamed into the done record, and how it ended; True if it ran to its end."""
         done.update(
             epoch_seconds=stream.epoch_seconds, history=stream.history, test_loss=None, test_accuracy=None
         )
@@ -229,10 +237,8 @@ class TrainingJob(RecordedJob):
         elif self._stop_requested.is_set():
             done.update(status="stopped", message=f"stopped by request during epoch {self.epoch}")
         else:
-            # The tutorial validates on the test set, so the last epoch's validation is the test result.
-            done.update(
-                test_loss=stream.history["val_loss"][-1], test_accuracy=stream.history["val_accuracy"][-1]
-            )
+            return True
+        return False
 
 
 def precise_batch_norm(model: keras.Model, images_uint8: np.ndarray) -> None:

@@ -51,14 +51,7 @@ class FineTuneJob(TrainingJob):
             callbacks=[stream],
             validation_data=validation,
         )
-        done.update(
-            epoch_seconds=stream.epoch_seconds, history=stream.history, test_loss=None, test_accuracy=None
-        )
-        if stream.failure:
-            done.update(status="failed", message=stream.failure)
-            return
-        if self._stop_requested.is_set():
-            done.update(status="stopped", message=f"stopped by request during epoch {self.epoch}")
+        if not self._fit_ended(stream, done):
             return
         done["tune"] = {
             "base_model": spec.base_name,
