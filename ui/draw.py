@@ -17,11 +17,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist
+from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE
 
 from .errors import friendly_errors, message, title
 from .own import OwnDigits, own_html, tune_html
-from .values import png_base64, seq_of, strokes_of
+from .values import png_base64, read_strokes, seq_of, strokes_of
 
 HERE = Path(__file__).resolve().parent
 EXPORT_CHOICES = [("Keras (.keras)", "keras"), ("ONNX (.onnx)", "onnx"), ("LiteRT (.tflite)", "litert")]
@@ -137,10 +137,7 @@ class DrawTab:
 
     def classify(self, strokes, visitor=None):
         """(28 x 28 image, probabilities) of stroke points on the page's canvas; None if nothing is drawn."""
-        image = strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH)
-        if image is not None and visitor is not None:
-            self.studio.visitors.allow_prediction(visitor)
-        return self.studio.classify_image(image, visitor=visitor)
+        return read_strokes(self.studio, strokes, visitor)
 
     def classify_strokes(self, drawing: dict, request: gr.Request | None = None) -> dict:
         """The page's server function: {seq, strokes, visitor} -> {seq, html}; bad input gets a message."""

@@ -15,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 
 from mnist_core.collection import HOLD_OUT_EVERY, MAX_DRAWINGS, ordinal
-from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, check_strokes, strokes_to_mnist
+from mnist_core.preprocess import CANVAS_SIDE, check_strokes
 
 from .errors import friendly_errors, title
 from .errors import message as error_text
 from .train import progress_html
-from .values import png_base64, seq_of, strokes_of
+from .values import png_base64, read_strokes, seq_of, strokes_of
 
 THUMBNAILS_PER_DIGIT = 12  # newest shown per digit; the counts cover them all
 SET_FILE_NAME = "my-digits.npz"
@@ -135,11 +135,10 @@ class OwnDigits:
             if isinstance(label, str) and label.isdigit() and len(label) == 1:
                 label = int(label)
             strokes = strokes_of(message)
-            image = strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH)
-            if image is None:
+            result = read_strokes(self.studio, strokes, visitor)
+            if result is None:
                 raise ValueError("nothing is drawn: draw a digit, then say which it is")
-            self.studio.visitors.allow_prediction(visitor)
-            _, probabilities = self.studio.classify_image(image, visitor=visitor)
+            image, probabilities = result
             predicted = int(probabilities.argmax())
             item = visitor.digits.add(image, label, predicted, check_strokes(strokes, CANVAS_SIDE))
         except Exception as error:  # shown in the set's panel; nothing was added

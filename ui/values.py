@@ -8,6 +8,7 @@ import io
 from PIL import Image
 
 from mnist_core.plots import upscale
+from mnist_core.preprocess import BRUSH_WIDTH, CANVAS_SIDE, strokes_to_mnist
 
 MAX_SEQ = 2**53  # the page counts its drawings in a JavaScript number
 
@@ -35,3 +36,12 @@ def strokes_of(value) -> list:
     if not isinstance(value, dict):
         raise ValueError(f"expected the drawing as a dict with 'strokes', received {type(value).__name__}")
     return value.get("strokes") or []
+
+
+def read_strokes(studio, strokes, visitor=None):
+    """(28 x 28 image, probabilities) of stroke points on the page's canvas, read by the model `visitor`
+    draws with, within their prediction budget; None if nothing is drawn."""
+    image = strokes_to_mnist(strokes, CANVAS_SIDE, BRUSH_WIDTH)
+    if image is not None and visitor is not None:
+        studio.visitors.allow_prediction(visitor)
+    return studio.classify_image(image, visitor=visitor)
