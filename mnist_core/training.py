@@ -21,6 +21,7 @@ from .models import (
     steps_per_execution,
     with_augmentation,
 )
+from .pace import Pace
 
 # Batch records are throttled to about this many per second; epoch records always go out.
 BATCH_RECORDS_PER_SECOND = 4
@@ -206,7 +207,7 @@ class TrainingJob(RecordedJob):
                 "drawn_samples": drawn,
             }
         )
-        stream = _Stream(self, steps, started)
+        stream = _Stream(self, steps, started, samples=len(x_train), validation_samples=len(x_test))
         if steps * config.epochs < RECALIBRATE_BELOW_STEPS:
             sample = np.random.default_rng(config.seed).permutation(len(x_train))[:RECALIBRATION_IMAGES]
             stream.recalibrate = lambda: precise_batch_norm(self.model, x_train[sample])
@@ -278,11 +279,16 @@ class _ValidateUnlessStopped(list):
 
 
 class _Stream(keras.callbacks.Callback):
-    """Turns Keras' logs into records: throttled batch records, every epoch record, NaN detection."""
+    """Turns Keras' logs into records: throttled batch records, every epoch record, NaN detection.
 
-    def __init__(self, job: TrainingJob, steps: int, started: float):
+    `samples` training and `validation_samples` validation images per epoch, in `steps` steps: what the
+    progress line's rate and time left (pace.Pace) are reckoned from.
+    """
+
+    def __init__(self, job: TrainingJob, steps: int, started: float, samples: int, validation_samples: int):
         super().__init__()
         self.job, self.steps, self.started = job, steps, started
+        self.pace = Pace(job.config.epochs, steps, samples, validation_samples)
         self.failure = ""
         self.recalibrate = None  # precise_batch_norm before each validation, for a short run
         self.epoch_seconds: list[float] = []
@@ -294,7 +300,8 @@ class _Stream(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.job.epoch = epoch + 1
         self.epoch_started = time.perf_counter()
-        self.rate_since = None  # (time, step) of the epoch's first batch: the speed excludes warm-up
+        self.train_seconds = self.validation_seconds = None
+        self.pace.epoch_begin(self.epoch_started)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.job._stop_requested.is_set():
@@ -309,27 +316,11 @@ class _Stream(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         now = time.perf_counter()
+        self.pace.batch_end(now, batch + 1)
+        done_steps = (self.job.epoch - 1) * self.steps + batch + 1
         if now < self.next_emit:
             return
         self.next_emit = now + 1.0 / BATCH_RECORDS_PER_SECOND
-        done_steps = (self.job.epoch - 1) * self.steps + batch + 1
-        total_steps = self.job.config.epochs * self.steps
-        elapsed = now - self.started
-        eta = None  # the first batch carries the graph's tracing: no honest rate yet
-        if self.rate_since is None or batch == self.rate_since[1]:
-            self.rate_since = self.rate_since or (now, batch)
-            rate = (batch + 1) * self.job.config.batch_size / max(now - self.epoch_started, 1e-9)
-        else:
-            since, first = self.rate_since
-            rate = (batch - first) * self.job.config.batch_size / max(now - since, 1e-9)
-            eta = (self.steps - batch - 1) * self.job.config.batch_size / rate
-        if self.epoch_seconds:
-            # Later epochs take as long as the last whole one did, its validation pass included.
-            left_in_epoch = (self.steps - batch - 1) * self.job.config.batch_size / rate
-            eta = left_in_epoch + (self.job.config.epochs - self.job.epoch) * self.epoch_seconds[-1]
-        elif eta is not None:
-            # In the first epoch: the remaining epochs at this rate (their validation passes not yet known).
-            eta += (self.job.config.epochs - self.job.epoch) * self.steps * self.job.config.batch_size / rate
         self.job._emit(
             {
                 "type": "batch",
@@ -338,16 +329,24 @@ class _Stream(keras.callbacks.Callback):
                 "steps": self.steps,
                 "loss": loss,
                 "accuracy": logs.get("accuracy", 0.0),
-                "samples_per_second": rate,
-                "progress": done_steps / total_steps,
-                "eta_seconds": eta,
-                "elapsed": elapsed,
+                "samples_per_second": self.pace.samples_per_second(),
+                "progress": done_steps / (self.job.config.epochs * self.steps),
+                "eta_seconds": self.pace.eta(),
+                "elapsed": now - self.started,
             }
         )
 
     def on_test_begin(self, logs=None):
+        self.test_started = time.perf_counter()
+        self.train_seconds = self.test_started - self.epoch_started
+        self.pace.train_end()
         if self.recalibrate is not None and not self.job._stop_requested.is_set():
             self.recalibrate()
+
+    def on_test_end(self, logs=None):
+        self.validation_seconds = time.perf_counter() - self.test_started
+        if not self.job._stop_requested.is_set():
+            self.pace.validation_end(self.validation_seconds)
 
     def on_test_batch_end(self, batch, logs=None):
         if self.job._stop_requested.is_set():
@@ -367,6 +366,8 @@ class _Stream(keras.callbacks.Callback):
                 "epoch": epoch + 1,
                 **{key: float(value) for key, value in logs.items() if key in self.history},
                 "epoch_seconds": seconds,
+                "train_seconds": self.train_seconds,
+                "validation_seconds": self.validation_seconds,
                 "elapsed": time.perf_counter() - self.started,
             }
         )

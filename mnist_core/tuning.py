@@ -39,8 +39,10 @@ class FineTuneJob(TrainingJob):
                 "tune": {"base_model": spec.base_name, "drawings": len(spec.y_train)},
             }
         )
-        stream = _Stream(self, steps, started)
         validation = (data.x_test[:VALIDATION_IMAGES], data.y_test[:VALIDATION_IMAGES])
+        stream = _Stream(
+            self, steps, started, samples=steps * config.batch_size, validation_samples=len(validation[1])
+        )
         self.model = finetune.fine_tune(
             base,
             spec.x_train,

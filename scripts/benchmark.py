@@ -1,14 +1,15 @@
 """Measure MNIST Studio against plain Keras and PyTorch in one run, side by side; a table and JSON.
 
 python scripts/benchmark.py                      # all sections (about 7 minutes on 2 cores)
-python scripts/benchmark.py --only training      # one section: training, cnn, predict, startup, memory,
-                                                 # browser, explain
+python scripts/benchmark.py --only training      # one section: training, cnn, progress, predict, message,
+                                                 # startup, memory, browser, explain
 
-Sections: the tutorial MLP (batch 32) in plain Keras `fit`, through our training job and in PyTorch; the
-CNN preset; stroke points -> probabilities latency, in process and through a running app; start-up of
-`python app.py` next to a bare `import gradio`; peak memory of a training run; in headless Chromium, a
-pointer move on the Draw tab beside a bare 2D-canvas page and stroke end -> answer shown (scripts/browser.py);
-the "why" view's explanation of one digit (integrated gradients) beside its prediction, and its completeness.
+Sections: the tutorial MLP (batch 32) in plain Keras `fit`, through our training job and in PyTorch; the CNN
+preset; the progress line's samples/s and time left against what the run then took; stroke points ->
+probabilities latency, in process and through a running app; start-up of `python app.py` next to a bare
+`import gradio`; peak memory of a training run; in headless Chromium, a pointer move on the Draw tab beside a
+bare 2D-canvas page and stroke end -> answer shown (scripts/browser.py); the "why" view's explanation of one
+digit (integrated gradients) beside its prediction, and its completeness.
 PyTorch is optional: `pip install -r requirements-bench.txt`.
 """
 
@@ -47,6 +48,7 @@ TARGET_PEAK_RSS_GB = 1.5  # GB = 10**9 bytes
 TARGET_STROKE_MS = 120.0  # end of a stroke -> answer on screen, p50, in headless Chromium
 TARGET_POINTER_MOVE_RATIO = 1.5  # a pointer move on the Draw tab / on a bare 2D-canvas page
 TARGET_EXPLAIN_MS = 30.0  # one "why" explanation (28 x 28 attributions) of the shipped CNN, p50, server-side
+TARGET_PROGRESS_ERROR = 0.2  # after the first epoch, the progress line's samples/s and time left, p90
 # "Unchanged accuracy": no more than half a point below plain Keras (the tutorial's seeds spread 0.4 points).
 ACCURACY_TOLERANCE = 0.005
 PREDICT_WARMUP = 20
@@ -214,6 +216,61 @@ def bench_cnn(data, epochs: int) -> dict:
         "median_epoch_seconds": median,
         "samples_per_second": config.train_size / median,
     }
+
+
+def progress_errors(records: list[dict], samples: int) -> dict:
+    """How far a run's progress line was from what happened, after its first epoch: each batch record's
+    time left against the time the run then still took (to its last epoch record), and its samples/s
+    against its epoch's training images over that epoch's training seconds."""
+    epochs = [r for r in records if r["type"] == "epoch"]
+    end = epochs[-1]["elapsed"]
+    train_seconds = {r["epoch"]: r["train_seconds"] for r in epochs}
+    eta, rate = [], []
+    for record in records:
+        if record["type"] != "batch" or record["epoch"] < 2 or end - record["elapsed"] <= 0:
+            continue
+        eta.append(abs(record["eta_seconds"] / (end - record["elapsed"]) - 1))
+        true_rate = samples / train_seconds[record["epoch"]]
+        rate.append(abs(record["samples_per_second"] / true_rate - 1))
+
+    def spread(errors):
+        errors = sorted(errors)
+        return {
+            "median": statistics.median(errors),
+            "p90": errors[int(0.9 * (len(errors) - 1))],
+            "max": errors[-1],
+            "within_20_percent": sum(e <= TARGET_PROGRESS_ERROR for e in errors) / len(errors),
+            "records": len(errors),
+        }
+
+    return {
+        "eta_error": spread(eta),
+        "rate_error": spread(rate),
+        "epoch_seconds": [r["epoch_seconds"] for r in epochs],
+    }
+
+
+def bench_progress(data, mlp_epochs: int, cnn_epochs: int) -> list[dict]:
+    """The progress line's samples/s and time left against the truth, for the two presets' runs."""
+    from mnist_core.training import start_training
+
+    rows = []
+    for what, config in (
+        (f"tutorial MLP, {mlp_epochs} epochs", TrainConfig(epochs=mlp_epochs)),
+        (f"CNN preset, {cnn_epochs} epochs", TrainConfig.preset("cnn", epochs=cnn_epochs)),
+    ):
+        job = start_training(config, data)
+        records = list(job.follow())
+        if job.status != "finished":
+            raise RuntimeError(f"the {what} run ended {job.status}: {job.message}")
+        samples = next(r["samples"] for r in records if r["type"] == "start")
+        rows.append({"what": what, **progress_errors(records, samples)})
+        eta, rate = rows[-1]["eta_error"], rows[-1]["rate_error"]
+        print(
+            f"{what}: time left off by {eta['median']:.1%} median, {eta['p90']:.1%} p90; "
+            f"samples/s off by {rate['median']:.1%} median, {rate['p90']:.1%} p90"
+        )
+    return rows
 
 
 # --- prediction ---------------------------------------------------------------------------------
@@ -816,6 +873,17 @@ def summary_rows(results: dict) -> list[dict]:
         errors = f"{row['completeness_error_median']:.2%} (p90 {row['completeness_error_p90']:.1%})"
         within = f"{row['share_within_1_percent']:.0%} of digits within 1%"
         add(f"  completeness error ({row['steps']} steps), median", errors, within)
+    for row in results.get("progress", []):
+        for key, label in (("eta_error", "time left"), ("rate_error", "samples/s")):
+            error = row[key]
+            add(
+                f"progress line after epoch 1, {row['what']}: {label} off by, p90",
+                f"{error['p90']:.1%} (median {error['median']:.1%})",
+                f"{error['within_20_percent']:.0%} of {error['records']} records within 20%",
+                None,
+                f"<= {TARGET_PROGRESS_ERROR:.0%}",
+                error["p90"] <= TARGET_PROGRESS_ERROR,
+            )
     for row in results.get("memory", []):
         gb = row["peak_rss_gb"]
         add(row["what"], f"{gb:.2f} GB", "", None, f"<= {TARGET_PEAK_RSS_GB} GB", gb <= TARGET_PEAK_RSS_GB)
@@ -862,7 +930,7 @@ def describe_machine() -> dict:
     return details
 
 
-SECTIONS = ("training", "cnn", "predict", "message", "startup", "memory", "browser", "explain")
+SECTIONS = ("training", "cnn", "progress", "predict", "message", "startup", "memory", "browser", "explain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -873,6 +941,12 @@ def main(argv: list[str] | None = None) -> int:
     # Five, so that the median skips the first epoch (tracing, XLA) and one more disturbed by other work.
     parser.add_argument("--epochs", type=int, default=5, help="epochs per MLP measurement (default 5)")
     parser.add_argument("--cnn-epochs", type=int, default=2, help="epochs of the CNN preset (default 2)")
+    parser.add_argument(
+        "--progress-cnn-epochs",
+        type=int,
+        default=4,
+        help="epochs of the progress section's CNN run (default 4)",
+    )
     parser.add_argument("--predict-calls", type=int, default=300, help="timed predictions (default 300)")
     parser.add_argument(
         "--round-trips",
@@ -907,13 +981,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"machine: {machine}; load average {details.get('load_average_at_start')}")
     results = {"machine": machine, "machine_details": details, "command": " ".join(sys.argv)}
-    data = load_mnist(args.data) if {"training", "cnn"} & set(sections) else None
+    data = load_mnist(args.data) if {"training", "cnn", "progress"} & set(sections) else None
     if "training" in sections:
         results["training"] = bench_training(data, args.epochs, args.torch_threads)
         print_table(results["training"])
     if "cnn" in sections:
         results["cnn"] = bench_cnn(data, args.cnn_epochs)
         print(f"{results['cnn']['what']}: {results['cnn']['median_epoch_seconds']:.2f} s/epoch")
+    if "progress" in sections:
+        results["progress"] = bench_progress(data, args.epochs, args.progress_cnn_epochs)
     if "predict" in sections:
         results["predict"] = bench_predict(args.predict_calls, args.round_trips, args.data)
     if "message" in sections:

@@ -134,7 +134,7 @@ def test_non_finite_loss_stops_training_with_a_clear_message(mnist, bad_loss):
 
     job = TrainingJob(TrainConfig(epochs=3, learning_rate=0.5), mnist)
     job.epoch = 2
-    stream = _Stream(job, steps=10, started=time.perf_counter())
+    stream = _Stream(job, steps=10, started=time.perf_counter(), samples=320, validation_samples=100)
     stream.set_model(build_model("mlp"))
     stream.on_train_begin()
     stream.on_epoch_begin(1)

@@ -1,0 +1,63 @@
+"""pace.Pace on a made-up clock: a run whose first epoch pays tracing, as a real one does."""
+
+import pytest
+
+from mnist_core.pace import FORWARD_SPEEDUP, Pace
+
+EPOCHS, STEPS, SAMPLES, VALIDATION = 10, 100, 3200, 1000
+STEP_SECONDS, PER_CALL = 0.01, 4  # Keras reports once per call of 4 steps
+TRACE_TRAIN, TRACE_TEST, TEST_SECONDS = 5.0, 3.0, 0.1
+
+
+def simulate() -> tuple[list[tuple[float, float | None, float | None, int]], float]:
+    """Every report as (time, eta, samples per second, epoch), and the time the run ends."""
+    pace, now, reports = Pace(EPOCHS, STEPS, SAMPLES, VALIDATION), 0.0, []
+    for epoch in range(1, EPOCHS + 1):
+        pace.epoch_begin(now)
+        for step in range(PER_CALL, STEPS + 1, PER_CALL):
+            now += PER_CALL * STEP_SECONDS + (TRACE_TRAIN if epoch == 1 and step == PER_CALL else 0.0)
+            pace.batch_end(now, step)
+            reports.append((now, pace.eta(), pace.samples_per_second(), epoch))
+        pace.train_end()
+        seconds = TEST_SECONDS + (TRACE_TEST if epoch == 1 else 0.0)
+        now += seconds
+        pace.validation_end(seconds)
+    return reports, now
+
+
+def test_after_the_first_epoch_rate_and_time_left_are_within_a_fifth():
+    reports, end = simulate()
+    true_rate = SAMPLES / (STEPS * STEP_SECONDS)
+    later = [(now, eta, rate) for now, eta, rate, epoch in reports if epoch > 1]
+    assert later
+    for now, eta, rate in later:
+        assert eta == pytest.approx(end - now, rel=0.2), f"at {now:.2f} s"
+        assert rate == pytest.approx(true_rate, rel=0.2)
+    # Epoch 1's own time (tracing included) is 4.6x an untraced epoch: reckoning by it would be far off.
+    first_epoch = STEPS * STEP_SECONDS + TRACE_TRAIN + TRACE_TEST + TEST_SECONDS
+    assert first_epoch * (EPOCHS - 1) > 2 * (end - later[0][0])
+
+
+def test_no_time_left_before_a_pace_is_known_and_none_after_the_end():
+    reports, end = simulate()
+    first_time, first_eta, first_rate, _ = reports[0]
+    assert first_eta is None, "the first call carries the tracing: no honest pace yet"
+    assert first_rate == pytest.approx(PER_CALL * SAMPLES / STEPS / first_time)
+    assert reports[1][1] is not None
+    last_time, last_eta, _, _ = reports[-1]
+    assert last_eta == pytest.approx(end - last_time, rel=0.2)  # the last validation is still to come
+
+
+def test_a_validation_is_estimated_until_an_untraced_one_is_timed():
+    pace = Pace(3, 10, 1000, 600)
+    assert pace.validation_seconds(100.0) == pytest.approx(600 / (FORWARD_SPEEDUP * 100.0))
+    pace.validation_end(0.5)  # the traced first one caps the estimate
+    assert pace.validation_seconds(100.0) == 0.5
+    pace.validation_end(1.5)  # a later one is the figure
+    assert pace.validation_seconds(100.0) == 1.5
+
+
+@pytest.mark.parametrize("args", [(0, 10, 100, 10), (3, 0, 100, 10), (3, 10, 0, 10), (3, 10, 100, -1)])
+def test_impossible_runs_are_refused(args):
+    with pytest.raises(ValueError, match="Pace needs"):
+        Pace(*args)
