@@ -22,9 +22,9 @@ from benchmark import tutorial_fit  # noqa: E402
 from mnist_core.config import PRESETS, TrainConfig  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
 
-# The accuracy issue's bars: every seed at least 99.45%, the median at least 99.5%, in at most 6x the
-# wall time of the tutorial's model.fit (MLP, batch 32, 10 epochs).
-EVERY_SEED, MEDIAN, TIME_RATIO = 0.9945, 0.995, 6.0
+# The bars: every seed at least 99.45%, the median at least 99.5%, in at most 2x the wall time of the
+# tutorial's model.fit (MLP, batch 32, 10 epochs) in the same run (the speed issue; 6x before it).
+EVERY_SEED, MEDIAN, TIME_RATIO = 0.9945, 0.995, 2.0
 
 
 def train_preset(data, seed: int, **overrides) -> dict:

@@ -1,8 +1,14 @@
 """pace.Pace on a made-up clock: a run whose first epoch pays tracing, as a real one does."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from mnist_core.pace import FORWARD_SPEEDUP, Pace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from benchmark import progress_errors  # noqa: E402  (scripts/benchmark.py)
+
+from mnist_core.pace import FORWARD_SPEEDUP, Pace  # noqa: E402
 
 EPOCHS, STEPS, SAMPLES, VALIDATION = 10, 100, 3200, 1000
 STEP_SECONDS, PER_CALL = 0.01, 4  # Keras reports once per call of 4 steps
@@ -61,3 +67,37 @@ def test_a_validation_is_estimated_until_an_untraced_one_is_timed():
 def test_impossible_runs_are_refused(args):
     with pytest.raises(ValueError, match="Pace needs"):
         Pace(*args)
+
+
+def test_the_benchmark_scores_a_progress_line_against_what_the_run_took():
+    def batch(epoch, elapsed, eta, rate):
+        return {
+            "type": "batch",
+            "epoch": epoch,
+            "elapsed": elapsed,
+            "eta_seconds": eta,
+            "samples_per_second": rate,
+        }
+
+    def epoch(number, elapsed):
+        return {
+            "type": "epoch",
+            "epoch": number,
+            "elapsed": elapsed,
+            "epoch_seconds": 10.0,
+            "train_seconds": 8.0,
+        }
+
+    records = [
+        batch(1, 2.0, None, 50.0),  # the first epoch is not scored
+        epoch(1, 10.0),
+        batch(2, 14.0, 6.0, 100.0),  # 6 s left shown, 6 s taken; 100/s shown, 800 images in 8 s
+        batch(2, 16.0, 6.0, 120.0),  # 6 shown, 4 taken: +50%; 120/s: +20%
+        batch(2, 18.0, None, None),  # no figure shown counts as wrong
+        epoch(2, 20.0),
+    ]
+    errors = progress_errors(records, samples=800)
+    assert errors["eta_error"]["records"] == 3 and errors["eta_error"]["median"] == pytest.approx(0.5)
+    assert errors["eta_error"]["within_20_percent"] == pytest.approx(1 / 3)
+    assert errors["rate_error"]["median"] == pytest.approx(0.2)
+    assert errors["rate_error"]["max"] == float("inf")
