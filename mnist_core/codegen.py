@@ -8,6 +8,8 @@ from .config import FULL_TRAIN_SIZE, PRESETS, TrainConfig
 # models.py and training.py, spelled out: importing them would load TensorFlow just to write text.
 # tests/test_codegen.py checks each against its source.
 BN_MOMENTUM = 0.9
+CNN_FILTERS = (24, 48)
+CLEAN_ONE_IN = 6  # training.CLEAN_ONE_IN: an augmented run's last epochs // 6 are clean
 ROTATION, SHIFT = 0.03, 0.08  # models.with_augmentation
 JIT_COMPILE = {"mlp": True, "cnn": False}
 SAMPLES_PER_EXECUTION = 1024
@@ -49,10 +51,22 @@ def keras_script(
         _DATA,
         _drawn_note(c) + _SUBSET,
         _PREPROCESS,
-        _CNN_MODEL.substitute(momentum=BN_MOMENTUM) if c.arch == "cnn" else _MLP_MODEL,
+        _CNN_MODEL.substitute(
+            momentum=BN_MOMENTUM, first=CNN_FILTERS[0], second=CNN_FILTERS[1], flat=f"{25 * CNN_FILTERS[1]:,}"
+        )
+        if c.arch == "cnn"
+        else _MLP_MODEL,
     ]
     if c.augment:
-        parts.append(_AUGMENT.substitute(rotation=ROTATION, shift=SHIFT, degrees=round(ROTATION * 360)))
+        parts.append(  # a leading blank line more: the classes it starts with need two before them
+            "\n"
+            + _AUGMENT.substitute(
+                rotation=ROTATION,
+                shift=SHIFT,
+                degrees=round(ROTATION * 360),
+                clean_one_in=CLEAN_ONE_IN,
+            )
+        )
     parts.append(_compile(c, fit_with, uses_steps))
     parts.append(_fit(c, fit_with))
     parts.append(_FINISH.substitute(fit_with=fit_with))
@@ -149,10 +163,15 @@ def _compile(c: TrainConfig, fit_with: str, uses_steps: bool) -> str:
 
 
 def _fit(c: TrainConfig, fit_with: str) -> str:
+    with_callbacks = _FIT.substitute(fit_with=fit_with, callbacks="    callbacks=callbacks,\n")
     if c.arch != "cnn":
-        return _FIT.substitute(fit_with=fit_with, callbacks="")
-    recalibrate = _RECALIBRATE.substitute(below=RECALIBRATE_BELOW_STEPS, images=RECALIBRATION_IMAGES)
-    return recalibrate + "\n" + _FIT.substitute(fit_with=fit_with, callbacks="    callbacks=callbacks,\n")
+        return with_callbacks if c.augment else _FIT.substitute(fit_with=fit_with, callbacks="")
+    recalibrate = _RECALIBRATE.substitute(
+        below=RECALIBRATE_BELOW_STEPS,
+        images=RECALIBRATION_IMAGES,
+        start="" if c.augment else "callbacks = []\n",  # the augmentation's switch is already in the list
+    )
+    return recalibrate + "\n" + with_callbacks
 
 
 _DOCSTRING = Template('''\
@@ -274,19 +293,23 @@ _CNN_MODEL = Template("""\
 # The convolutions have no bias (batch normalisation adds its own offset) and no padding, and pooling
 # comes right after each one, so batch normalisation and ReLU work on a quarter of the positions. Batch
 # normalisation's moving averages use momentum $momentum, not Keras' 0.99: they settle within about 50 steps.
+# MNIST Studio trains this network in mixed precision where the CPU computes bfloat16 natively (the layers
+# compute in bfloat16, the weights stay float32) and keeps a float32 copy; this script stays in float32,
+# the same network to within rounding (keras.mixed_precision.set_global_policy("mixed_bfloat16") before
+# building it would compute as the app does).
 model = keras.Sequential(
     [
         keras.Input(shape=(28, 28)),
         layers.Reshape((28, 28, 1)),  # one grey channel, as Conv2D expects
-        layers.Conv2D(32, 3, use_bias=False),  # 32 filters of 3x3: 28x28 -> 26x26
+        layers.Conv2D($first, 3, use_bias=False),  # $first filters of 3x3: 28x28 -> 26x26
         layers.MaxPooling2D(),  # -> 13x13
         layers.BatchNormalization(momentum=$momentum),
         layers.Activation("relu"),
-        layers.Conv2D(64, 3, use_bias=False),  # 64 filters: 13x13 -> 11x11
+        layers.Conv2D($second, 3, use_bias=False),  # $second filters: 13x13 -> 11x11
         layers.MaxPooling2D(),  # -> 5x5
         layers.BatchNormalization(momentum=$momentum),
         layers.Activation("relu"),
-        layers.Flatten(),  # 5 x 5 x 64 = 1,600 values
+        layers.Flatten(),  # 5 x 5 x $second = $flat values
         layers.Dense(128, use_bias=False),
         layers.BatchNormalization(momentum=$momentum),
         layers.Activation("relu"),
@@ -303,18 +326,47 @@ model.summary()
 _AUGMENT = Template("""\
 # Augmentation: every epoch, each training image is turned a little (up to $rotation of a full turn, about
 # $degrees degrees) and shifted (up to $shift of its side). These layers sit in front of the network only
-# while it trains; the saved model reads images as they are.
-trainer = keras.Sequential(
+# while it trains; the saved model reads images as they are. The last sixth of the epochs (rounded down)
+# see the images as they are, so that the network settles on the digits it will be shown: a switch that
+# the training step reads (a variable, so turning it off needs no new trace) does that.
+class WhileOn(layers.Layer):
+    \"\"\"Its `inner` layers while training and switched on; the input as it is otherwise.\"\"\"
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        return keras.ops.cond(self.on > 0, lambda: self.inner(inputs, training=True), lambda: inputs)
+
+
+class CleanFrom(keras.callbacks.Callback):
+    \"\"\"Switches the augmentation off from epoch `first` (counted from 0), on before it.\"\"\"
+
+    def __init__(self, switch, first):
+        super().__init__()
+        self.switch, self.first = switch, first
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.switch.on.assign(0.0 if epoch >= self.first else 1.0)
+
+
+shifts_and_turns = keras.Sequential(
     [
         keras.Input(shape=(28, 28)),
         layers.Reshape((28, 28, 1)),
         layers.RandomRotation($rotation, fill_mode="constant"),
         layers.RandomTranslation($shift, $shift, fill_mode="constant"),
         layers.Reshape((28, 28)),
-        model,
     ],
-    name="trainer",
+    name="shifts_and_turns",
 )
+augmentation = WhileOn(shifts_and_turns, name="augmentation")
+trainer = keras.Sequential([keras.Input(shape=(28, 28)), augmentation, model], name="trainer")
+callbacks = [CleanFrom(augmentation, epochs - epochs // $clean_one_in)]
 """)
 
 _COSINE = """\
@@ -363,8 +415,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
 # The moving averages trail the weights by about 1 / (1 - momentum) steps. A short run (under $below steps)
 # would be scored on averages that still describe its first steps, so, like MNIST Studio, it recomputes
 # them from $images of its training images before each validation. Longer runs keep Keras' own.
-callbacks = []
-if steps_per_epoch * epochs < $below:
+${start}if steps_per_epoch * epochs < $below:
     sample = np.random.default_rng(seed).permutation(len(x_train))[:$images]
     callbacks.append(PreciseBatchNorm(model, x_train[sample]))
 """)

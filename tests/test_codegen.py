@@ -123,6 +123,8 @@ def test_constants_match_the_core():
     from mnist_core import models, training
 
     assert codegen.BN_MOMENTUM == models.BN_MOMENTUM
+    assert codegen.CNN_FILTERS == models.CNN_FILTERS
+    assert codegen.CLEAN_ONE_IN == training.CLEAN_ONE_IN
     assert codegen.JIT_COMPILE == models.JIT_COMPILE
     assert codegen.SAMPLES_PER_EXECUTION == models.SAMPLES_PER_EXECUTION
     assert codegen.RECALIBRATE_BELOW_STEPS == training.RECALIBRATE_BELOW_STEPS
@@ -134,14 +136,21 @@ def test_constants_match_the_core():
     import keras
 
     text = keras_script(PRESETS["cnn"])
-    block = re.search(r"^trainer = keras.Sequential\(.*?^\)$", text, re.M | re.S).group(0)
-    namespace = {"keras": keras, "layers": keras.layers, "model": models.build_mlp()}
+    block = re.search(r"^class WhileOn.*?^callbacks = \[CleanFrom.*?$", text, re.M | re.S).group(0)
+    epochs = PRESETS["cnn"].epochs
+    namespace = {"keras": keras, "layers": keras.layers, "model": models.build_mlp(), "epochs": epochs}
     exec(block, namespace)
     ours, theirs = namespace["trainer"], models.with_augmentation(namespace["model"])
-    assert len(ours.layers) == len(theirs.layers) == 5
-    for mine, app in zip(ours.layers, theirs.layers, strict=True):
+    assert len(ours.layers) == len(theirs.layers) == 2
+    assert type(ours.layers[0]).__name__ == type(theirs.layers[0]).__name__ == "WhileOn"
+    mine_inner, app_inner = ours.layers[0].inner.layers, theirs.layers[0].inner.layers
+    assert len(mine_inner) == len(app_inner) == 4
+    for mine, app in zip(mine_inner, app_inner, strict=True):
         assert type(mine) is type(app)
         assert _unnamed(mine) == _unnamed(app), type(mine).__name__
+    # Its clean epochs are the app's.
+    (clean,) = namespace["callbacks"]
+    assert clean.first == epochs - training.clean_epochs(PRESETS["cnn"]) == 10
 
 
 def test_cosine_schedule_is_the_apps():

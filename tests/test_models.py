@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from mnist_core.models import build_model, with_augmentation
+from mnist_core.models import (
+    augmentation_switch,
+    build_cnn,
+    build_model,
+    native_bfloat16,
+    training_dtype,
+    with_augmentation,
+)
 
 
 def test_mlp_is_the_tutorial_network():
@@ -34,6 +41,11 @@ def test_augmentation_wraps_the_network_and_stays_out_of_it():
     assert not np.allclose(np.asarray(trainer(x, training=True)), np.asarray(network(x, training=True)))
     np.testing.assert_allclose(np.asarray(network(x)), np.asarray(network(x)), atol=1e-6)
     np.testing.assert_allclose(np.asarray(trainer(x, training=False)), np.asarray(network(x)), atol=1e-6)
+    # Switched off (a run's clean last epochs), the wrapper trains on the images as they are.
+    augmentation_switch(trainer).on.assign(0.0)
+    np.testing.assert_allclose(
+        np.asarray(trainer(x, training=True)), np.asarray(network(x, training=True)), atol=1e-6
+    )
     assert network.trainable_weights[0] is trainer.trainable_weights[0]
 
 
@@ -69,3 +81,28 @@ def test_a_short_cnn_run_does_not_collapse(mnist):
     assert job.wait(300)
     assert job.status == "finished", job.message
     assert job.result["test_accuracy"] > 0.9
+
+
+def test_bfloat16_is_used_only_where_the_cpu_has_it(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert native_bfloat16(cpuinfo)
+    cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_vnni\n")
+    assert not native_bfloat16(cpuinfo)
+    assert not native_bfloat16(tmp_path / "missing")
+    assert training_dtype("mlp") is None  # the MLP is bound by per-step overhead: float32 always
+    assert training_dtype("cnn") == ("mixed_bfloat16" if native_bfloat16() else None)
+
+
+def test_a_network_trained_in_mixed_precision_is_kept_in_float32():
+    from mnist_core.training import float32_copy
+
+    mixed = build_cnn("mixed_bfloat16")
+    x = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
+    assert mixed.layers[1].compute_dtype == "bfloat16" and mixed(x).dtype == "float32"
+    kept = float32_copy(mixed, "cnn")
+    assert {layer.dtype_policy.name for layer in kept.layers} == {"float32"}
+    for ours, theirs in zip(kept.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # The same network: its probabilities within bfloat16's rounding (8 bits of mantissa).
+    np.testing.assert_allclose(np.asarray(kept(x)), np.asarray(mixed(x)), atol=0.05)

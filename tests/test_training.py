@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnist_core.config import TrainConfig
-from mnist_core.models import build_model
+from mnist_core.models import build_model, native_bfloat16
 from mnist_core.training import BusyError, drawn_count, one_hot, start_training
 
 
@@ -77,6 +77,31 @@ def test_a_one_epoch_cnn_on_6000_images_is_scored_on_settled_statistics(mnist):
     # What the run scored is the model it keeps (its statistics are not changed again afterwards).
     assert job.evaluate().test_accuracy == pytest.approx(done["test_accuracy"], abs=1e-3)
     assert job.model.layers[-4].momentum == pytest.approx(0.9)  # its own momentum is restored
+    # Trained under models.training_dtype's policy (bfloat16 where this CPU has it), kept in float32.
+    trained = job._trainer.layers[-1].layers[-1]
+    assert trained.name == "cnn" and trained is not job.model
+    assert trained.layers[1].dtype_policy.name == ("mixed_bfloat16" if native_bfloat16() else "float32")
+    assert {layer.dtype_policy.name for layer in job.model.layers} == {"float32"}
+
+
+@pytest.mark.slow
+def test_an_augmented_run_trains_its_last_epochs_on_clean_images(mnist):
+    from mnist_core.models import augmentation_switch, with_augmentation
+    from mnist_core.training import _CleanFrom, clean_epochs
+
+    assert [clean_epochs(TrainConfig.preset("cnn", epochs=n)) for n in (1, 5, 6, 12, 18)] == [0, 0, 1, 2, 3]
+    assert clean_epochs(TrainConfig(epochs=12)) == 0  # no augmentation, nothing to switch off
+    switch = augmentation_switch(with_augmentation(build_model("mlp")))
+    clean, states = _CleanFrom(switch, first=4), []
+    for epoch in range(6):
+        clean.on_epoch_begin(epoch)
+        states.append(float(switch.on.numpy()))
+    assert states == [1, 1, 1, 1, 0, 0]
+    # A real run of 6 epochs (its last one clean) ends with its augmentation switched off.
+    job = start_training(TrainConfig.preset("cnn", epochs=6, train_size=600), mnist)
+    done = run(job, timeout=300)[-1]
+    assert done["status"] == "finished", done["message"]
+    assert float(augmentation_switch(job._trainer).on.numpy()) == 0.0
 
 
 @pytest.mark.slow
