@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from appserver import AppServer, copy_shipped_model  # noqa: E402  (scripts/appserver.py)
 
-from mnist_core.config import TrainConfig  # noqa: E402
+from mnist_core.config import PRESETS, TrainConfig  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
 from mnist_core.preprocess import CANVAS_SIDE  # noqa: E402
 
@@ -226,7 +226,7 @@ def progress_errors(records: list[dict], samples: int) -> dict:
     epochs = [r for r in records if r["type"] == "epoch"]
     end = epochs[-1]["elapsed"]
     train_seconds = {r["epoch"]: r["train_seconds"] for r in epochs}
-    eta, rate = [], []
+    eta, rate, eta_early = [], [], []  # eta_early: before the last epoch (a few seconds left magnify errors)
     for record in records:
         if record["type"] != "batch" or record["epoch"] < 2 or end - record["elapsed"] <= 0:
             continue
@@ -234,8 +234,12 @@ def progress_errors(records: list[dict], samples: int) -> dict:
         true_rate = samples / train_seconds[record["epoch"]]
         eta.append(math.inf if shown_eta is None else abs(shown_eta / (end - record["elapsed"]) - 1))
         rate.append(math.inf if shown_rate is None else abs(shown_rate / true_rate - 1))
+        if record["epoch"] < len(epochs):
+            eta_early.append(eta[-1])
 
     def spread(errors):
+        if not errors:
+            return None
         errors = sorted(errors)
         return {
             "median": statistics.median(errors),
@@ -247,6 +251,7 @@ def progress_errors(records: list[dict], samples: int) -> dict:
 
     return {
         "eta_error": spread(eta),
+        "eta_error_before_last_epoch": spread(eta_early),
         "rate_error": spread(rate),
         "epoch_seconds": [r["epoch_seconds"] for r in epochs],
     }
@@ -876,8 +881,15 @@ def summary_rows(results: dict) -> list[dict]:
         within = f"{row['share_within_1_percent']:.0%} of digits within 1%"
         add(f"  completeness error ({row['steps']} steps), median", errors, within)
     for row in results.get("progress", []):
-        for key, label in (("eta_error", "time left"), ("rate_error", "samples/s")):
+        labels = (
+            ("eta_error", "time left"),
+            ("eta_error_before_last_epoch", "time left before the last epoch"),
+            ("rate_error", "samples/s"),
+        )
+        for key, label in labels:
             error = row[key]
+            if error is None:
+                continue
             add(
                 f"progress line after epoch 1, {row['what']}: {label} off by, p90",
                 f"{error['p90']:.1%} (median {error['median']:.1%})",
@@ -946,8 +958,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--progress-cnn-epochs",
         type=int,
-        default=4,
-        help="epochs of the progress section's CNN run (default 4)",
+        default=PRESETS["cnn"].epochs,
+        help="epochs of the progress section's CNN run (default: the preset's)",
     )
     parser.add_argument("--predict-calls", type=int, default=300, help="timed predictions (default 300)")
     parser.add_argument(

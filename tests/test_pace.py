@@ -101,3 +101,4 @@ def test_the_benchmark_scores_a_progress_line_against_what_the_run_took():
     assert errors["eta_error"]["within_20_percent"] == pytest.approx(1 / 3)
     assert errors["rate_error"]["median"] == pytest.approx(0.2)
     assert errors["rate_error"]["max"] == float("inf")
+    assert errors["eta_error_before_last_epoch"] is None  # every scored record is in the last epoch
