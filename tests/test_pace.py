@@ -15,13 +15,17 @@ STEP_SECONDS, PER_CALL = 0.01, 4  # Keras reports once per call of 4 steps
 TRACE_TRAIN, TRACE_TEST, TEST_SECONDS = 5.0, 3.0, 0.1
 
 
-def simulate() -> tuple[list[tuple[float, float | None, float | None, int]], float]:
-    """Every report as (time, eta, samples per second, epoch), and the time the run ends."""
+def simulate(
+    last_call_extra: float = 0.0,
+) -> tuple[list[tuple[float, float | None, float | None, int]], float]:
+    """Every report as (time, eta, samples per second, epoch), and the time the run ends; the first epoch's
+    last call takes `last_call_extra` more (it traces the smaller last batch)."""
     pace, now, reports = Pace(EPOCHS, STEPS, SAMPLES, VALIDATION), 0.0, []
     for epoch in range(1, EPOCHS + 1):
         pace.epoch_begin(now)
         for step in range(PER_CALL, STEPS + 1, PER_CALL):
             now += PER_CALL * STEP_SECONDS + (TRACE_TRAIN if epoch == 1 and step == PER_CALL else 0.0)
+            now += last_call_extra if epoch == 1 and step == STEPS else 0.0
             pace.batch_end(now, step)
             reports.append((now, pace.eta(), pace.samples_per_second(), epoch))
         pace.train_end()
@@ -42,6 +46,16 @@ def test_after_the_first_epoch_rate_and_time_left_are_within_a_fifth():
     # Epoch 1's own time (tracing included) is 4.6x an untraced epoch: reckoning by it would be far off.
     first_epoch = STEPS * STEP_SECONDS + TRACE_TRAIN + TRACE_TEST + TEST_SECONDS
     assert first_epoch * (EPOCHS - 1) > 2 * (end - later[0][0])
+
+
+def test_one_slow_call_does_not_set_the_pace():
+    # The first epoch's last call traces the smaller last batch: 2 s, twice a whole later epoch.
+    reports, end = simulate(last_call_extra=2.0)
+    assert any(epoch == 2 for *_, epoch in reports)
+    for now, eta, rate, epoch in reports:
+        if epoch > 1:
+            assert eta == pytest.approx(end - now, rel=0.2), f"at {now:.2f} s"
+            assert rate == pytest.approx(SAMPLES / (STEPS * STEP_SECONDS), rel=0.2)
 
 
 def test_no_time_left_before_a_pace_is_known_and_none_after_the_end():

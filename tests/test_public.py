@@ -588,8 +588,8 @@ def test_a_diverging_run_fails_clearly_and_changes_nothing(tmp_path, mnist, monk
     # loss NaN in a short run; a network whose weights have already blown up does, for real.
     from mnist_core.models import ARCHITECTURES
 
-    def blown_up(build=ARCHITECTURES["mlp"]):
-        model = build()
+    def blown_up(dtype=None, build=ARCHITECTURES["mlp"]):
+        model = build(dtype)
         kernel = model.layers[-1].kernel
         kernel.assign(np.full(kernel.shape, np.nan, np.float32))
         return model
