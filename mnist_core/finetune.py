@@ -139,7 +139,7 @@ def fine_tune(
     labels) is scored after every epoch (val_loss, val_accuracy in the logs)."""
     import keras
 
-    from .models import compile_model, steps_per_execution
+    from .models import all_layers, compile_model, steps_per_execution
     from .training import one_hot
 
     x_own, y_own = np.asarray(x_own, np.uint8), np.asarray(y_own, np.uint8)
@@ -164,7 +164,7 @@ def fine_tune(
         keras.Sequential([keras.Input(shape=features.shape[1:]), *tuned.layers[split:]]) if split else tuned
     )
     normalisations = [
-        layer for layer in _all_layers(head) if isinstance(layer, keras.layers.BatchNormalization)
+        layer for layer in all_layers(head) if isinstance(layer, keras.layers.BatchNormalization)
     ]
     for layer in normalisations:  # inference mode: their statistics stay MNIST's
         layer.trainable = False
@@ -200,16 +200,6 @@ def fine_tune(
 def _per_call(steps_count: int, most: int) -> int:
     """Steps per TensorFlow call: the most, up to `most`, that divide an epoch's steps evenly."""
     return next(n for n in range(min(most, steps_count), 0, -1) if steps_count % n == 0)
-
-
-def _all_layers(model) -> list:
-    """The layers of `model`, those inside nested models included."""
-    found, pending = [], list(model.layers)
-    while pending:
-        layer = pending.pop()
-        found.append(layer)
-        pending += getattr(layer, "layers", [])
-    return found
 
 
 def _features(frozen, x_uint8) -> np.ndarray:

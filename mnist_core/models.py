@@ -109,13 +109,17 @@ class WhileOn(layers.Layer):
 
 def augmentation_switch(trainer: keras.Model) -> "WhileOn | None":
     """The switch of the augmentation in `trainer` (with_augmentation's, however deeply wrapped); None."""
-    pending = [trainer]
+    return next((layer for layer in all_layers(trainer) if isinstance(layer, WhileOn)), None)
+
+
+def all_layers(model: keras.Model) -> list:
+    """The layers of `model`, those inside nested models included."""
+    found, pending = [], list(model.layers)
     while pending:
         layer = pending.pop()
-        if isinstance(layer, WhileOn):
-            return layer
+        found.append(layer)
         pending += getattr(layer, "layers", [])
-    return None
+    return found
 
 
 ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn}

@@ -17,6 +17,7 @@ from .models import (
     IMAGE_SHAPE,
     JIT_COMPILE,
     NUM_CLASSES,
+    all_layers,
     augmentation_switch,
     compile_model,
     steps_per_execution,
@@ -295,12 +296,8 @@ class _CleanFrom(keras.callbacks.Callback):
 def precise_batch_norm(model: keras.Model, images_uint8: np.ndarray) -> None:
     """Set every BatchNormalization layer's moving statistics to those of `images_uint8` (one forward
     pass in training mode with momentum 0; no weight changes). No-op for a model without one."""
-    layers, pending = [], list(model.layers)
-    while pending:  # nested models too (a network behind its augmentation)
-        layer = pending.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layers.append(layer)
-        pending += getattr(layer, "layers", [])
+    # Nested models too (a network behind its augmentation).
+    layers = [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
         return
     momenta = [layer.momentum for layer in layers]
