@@ -200,7 +200,8 @@ class TrainingJob(RecordedJob):
         # Images stay uint8 (shared with every other user of the data): the trainer scales each batch.
         y_train, x_test, y_test = one_hot(y_train), self._data.x_test, one_hot(self._data.y_test)
         steps = math.ceil(len(x_train) / config.batch_size)
-        self.model = ARCHITECTURES[config.arch](training_dtype(config.arch))
+        dtype = training_dtype(config.arch)  # None: float32
+        self.model = ARCHITECTURES[config.arch](dtype)
         self._trainer = reads_uint8(with_augmentation(self.model) if config.augment else self.model)
         compile_model(
             self._trainer,
@@ -224,11 +225,9 @@ class TrainingJob(RecordedJob):
         if steps * config.epochs < RECALIBRATE_BELOW_STEPS:
             sample = np.random.default_rng(config.seed).permutation(len(x_train))[:RECALIBRATION_IMAGES]
             stream.recalibrate = lambda: precise_batch_norm(self.model, x_train[sample])
-        callbacks = [stream]
-        if clean_epochs(config):
-            callbacks.append(
-                _CleanFrom(augmentation_switch(self._trainer), config.epochs - clean_epochs(config))
-            )
+        callbacks, clean = [stream], clean_epochs(config)
+        if clean:
+            callbacks.append(_CleanFrom(augmentation_switch(self._trainer), config.epochs - clean))
         self._trainer.fit(
             x_train,
             y_train,
@@ -240,15 +239,14 @@ class TrainingJob(RecordedJob):
             callbacks=callbacks,
             verbose=0,
         )
-        mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in self.model.layers)
-        if mixed:
+        if dtype is not None:
             self.model = float32_copy(self.model, config.arch)
         if self._fit_ended(stream, done):
             # The tutorial validates on the test set, so the last epoch's validation is the test result;
             # after mixed precision, the float32 model that is kept is scored again (its figures are the
             # saved model's, a few test digits from the bfloat16 validation's).
             loss, accuracy = stream.history["val_loss"][-1], stream.history["val_accuracy"][-1]
-            if mixed:
+            if dtype is not None:
                 loss, accuracy = scores_on(self.model, x_test, y_test, config.label_smoothing)
             done.update(test_loss=loss, test_accuracy=accuracy)
 
