@@ -37,7 +37,7 @@ class Pace:
         self._epoch_started = 0.0
         self._since: tuple[float, int] | None = None  # (time, step) at the end of the epoch's last call
         self._calls: list[tuple[int, float]] = []  # (steps, seconds) of each call after the epoch's first
-        self._rate: float | None = None  # this epoch's rate over them
+        self._rate_of: tuple[int, float] | None = None  # (calls, rate): this epoch's rate over so many
         self._last_rate: float | None = None  # the last finished epoch's
         self._validations: list[float] = []
         self._first_call: tuple[int, float] | None = None  # (steps, seconds) of the run's first call
@@ -46,7 +46,7 @@ class Pace:
     def epoch_begin(self, now: float) -> None:
         self.epoch += 1
         self._epoch_started = self._now = now
-        self._step, self._since, self._rate, self._calls = 0, None, None, []
+        self._step, self._since, self._calls, self._rate_of = 0, None, [], None
 
     def batch_end(self, now: float, step: int) -> None:
         """`step` steps of the current epoch are done at `now` (Keras reports once per call into
@@ -56,12 +56,21 @@ class Pace:
             self._first_call = (step, now - self._epoch_started)
         if self._since is not None and step > self._since[1] and now > self._since[0]:
             self._calls.append((step - self._since[1], now - self._since[0]))
-            self._rate = self._typical_rate()
         self._since = (now, step)
 
+    @property
+    def _rate(self) -> float | None:
+        """This epoch's samples per second over its calls after the first, the slowest one counted at
+        the median call's pace per step; None before there are any. Reckoned when asked (a few times a
+        second), not on every call, and once per call count."""
+        if not self._calls:
+            return None
+        if self._rate_of is None or self._rate_of[0] != len(self._calls):
+            self._rate_of = (len(self._calls), self._typical_rate())
+        return self._rate_of[1]
+
     def _typical_rate(self) -> float:
-        """Samples per second over the epoch's calls after its first, the slowest one counted at the
-        median call's pace per step."""
+        """The `_rate` of the calls so far."""
         per_step = sorted(seconds / steps for steps, seconds in self._calls)
         slowest = max(self._calls, key=lambda call: call[1] / call[0])
         steps = sum(steps for steps, _ in self._calls)
