@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .batches import training_batches
 from .config import BusyError, TrainConfig
 from .data import Mnist
 from .drawn import training_images
@@ -201,6 +202,7 @@ class TrainingJob(RecordedJob):
         y_train, x_test, y_test = one_hot(y_train), self._data.x_test, one_hot(self._data.y_test)
         steps = math.ceil(len(x_train) / config.batch_size)
         dtype = training_dtype(config.arch)  # None: float32
+        chunk = steps_per_execution(config.batch_size)  # batches per call into TensorFlow
         self.model = ARCHITECTURES[config.arch](dtype)
         self._trainer = reads_uint8(with_augmentation(self.model) if config.augment else self.model)
         compile_model(
@@ -209,7 +211,7 @@ class TrainingJob(RecordedJob):
             schedule=config.schedule,
             total_steps=steps * config.epochs,
             label_smoothing=config.label_smoothing,
-            steps_per_execution=steps_per_execution(config.batch_size),
+            steps_per_execution=chunk,
             jit_compile=JIT_COMPILE[config.arch] and not config.augment,
         )
         self._emit(
@@ -229,11 +231,10 @@ class TrainingJob(RecordedJob):
         if clean:
             callbacks.append(_CleanFrom(augmentation_switch(self._trainer), config.epochs - clean))
         self._trainer.fit(
-            x_train,
-            y_train,
+            training_batches(x_train, y_train, config.batch_size, chunk),
+            shuffle=False,  # the batches come reshuffled on every pass, in the order fit(x, y) would use
             validation_data=(x_test, y_test),
             epochs=config.epochs,
-            batch_size=config.batch_size,
             validation_batch_size=EVAL_BATCH_SIZE,
             validation_freq=_ValidateUnlessStopped(self._stop_requested),
             callbacks=callbacks,
