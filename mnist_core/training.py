@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from .batches import training_batches
 from .config import BusyError, TrainConfig
@@ -221,6 +222,8 @@ class TrainingJob(RecordedJob):
                 "steps": steps,
                 "samples": len(x_train),
                 "drawn_samples": drawn,
+                # What this process's TensorFlow runs on (config.intra_op_threads; 0: one per core).
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             }
         )
         stream = _Stream(self, steps, started, samples=len(x_train), validation_samples=len(x_test))
@@ -231,8 +234,8 @@ class TrainingJob(RecordedJob):
         if clean:
             callbacks.append(_CleanFrom(augmentation_switch(self._trainer), config.epochs - clean))
         self._trainer.fit(
-            training_batches(x_train, y_train, config.batch_size, chunk),
-            shuffle=False,  # the batches come reshuffled on every pass, in the order fit(x, y) would use
+            training_batches(x_train, y_train, config.batch_size, chunk, seed=config.seed),
+            shuffle=False,  # the batches come in a new order on every pass
             validation_data=(x_test, y_test),
             epochs=config.epochs,
             validation_batch_size=EVAL_BATCH_SIZE,
