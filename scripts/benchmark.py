@@ -14,7 +14,6 @@ PyTorch is optional: `pip install -r requirements-bench.txt`.
 """
 
 import argparse
-import atexit
 import contextlib
 import json
 import math
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from appserver import AppServer, copy_shipped_model  # noqa: E402  (scripts/appserver.py)
 
-from mnist_core.config import PRESETS, TrainConfig, intra_op_threads  # noqa: E402
+from mnist_core.config import PRESETS, TrainConfig  # noqa: E402
 from mnist_core.data import load_mnist  # noqa: E402
 from mnist_core.preprocess import CANVAS_SIDE  # noqa: E402
 
@@ -114,37 +113,12 @@ class EpochTimer:
         return _Timer()
 
 
-_workers = None  # the app's training processes (worker.TrainingWorkers), started by the first job
+def job_fit(data, config: TrainConfig) -> dict:
+    """The same configuration through our training job, with live streaming on."""
+    from mnist_core.training import start_training
 
-
-def start_job(data, config: TrainConfig, in_process: bool = False):
-    """Our training job for `config`, as the app runs it: in its training process at the config's thread
-    setting (config.intra_op_threads, worker.TrainingWorkers); `in_process`: in this process."""
-    global _workers
-    if in_process:
-        from mnist_core.training import start_training
-
-        return start_training(config, data)
-    if _workers is None:
-        from mnist_core.worker import TrainingWorkers
-
-        _workers = TrainingWorkers()
-        atexit.register(_workers.close)
-    return _workers.start(config, data)
-
-
-def followed(job) -> list[dict]:
-    """Every record of `job` until it ends; the worker's process is free for the next job then."""
-    try:
-        return list(job.follow())
-    finally:
-        job.release()
-
-
-def job_fit(data, config: TrainConfig, in_process: bool = False) -> dict:
-    """The same configuration through our training job, with live streaming on (see start_job)."""
-    job = start_job(data, config, in_process)
-    records = sum(1 for record in followed(job) if record["type"] in ("batch", "epoch"))
+    job = start_training(config, data)
+    records = sum(1 for record in job.follow() if record["type"] in ("batch", "epoch"))
     done = job.result
     if job.status != "finished":
         raise RuntimeError(f"the training job ended {job.status}: {done['message']}")
@@ -214,11 +188,8 @@ def bench_training(data, epochs: int, torch_threads: int | None = None) -> list[
     rows = []
     plain = tutorial_fit(data, epochs)
     rows.append({"name": "plain_keras", "what": "tutorial MLP, plain Keras model.fit (batch 32)", **plain})
-    config = TrainConfig(epochs=epochs)
-    ours = job_fit(data, config)
-    threads = intra_op_threads(config)  # the app trains it in a process at this setting
-    what = f"tutorial MLP, MNIST Studio job (batch 32, {f'{threads} thread' if threads else 'all cores'})"
-    rows.append({"name": "job", "what": what, **ours})
+    ours = job_fit(data, TrainConfig(epochs=epochs))
+    rows.append({"name": "job", "what": "tutorial MLP, MNIST Studio training job (batch 32)", **ours})
     torch_run = torch_fit(data, epochs, torch_threads)
     if torch_run is not None:
         threads = f"{torch_run['threads']} thread{'s' * (torch_run['threads'] > 1)}"
@@ -288,13 +259,15 @@ def progress_errors(records: list[dict], samples: int) -> dict:
 
 def bench_progress(data, mlp_epochs: int, cnn_epochs: int) -> list[dict]:
     """The progress line's samples/s and time left against the truth, for the two presets' runs."""
+    from mnist_core.training import start_training
+
     rows = []
     for what, config in (
         (f"tutorial MLP, {mlp_epochs} epochs", TrainConfig(epochs=mlp_epochs)),
         (f"CNN preset, {cnn_epochs} epochs", TrainConfig.preset("cnn", epochs=cnn_epochs)),
     ):
-        job = start_job(data, config)
-        records = followed(job)
+        job = start_training(config, data)
+        records = list(job.follow())
         if job.status != "finished":
             raise RuntimeError(f"the {what} run ended {job.status}: {job.message}")
         samples = next(r["samples"] for r in records if r["type"] == "start")
@@ -673,7 +646,7 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
 
 def child_job(data_path: str | None, config_json: str) -> int:
     """Run one training job in this (fresh) process; print its figures and peak RSS as a JSON line."""
-    run = job_fit(load_mnist(data_path), TrainConfig.from_dict(json.loads(config_json)), in_process=True)
+    run = job_fit(load_mnist(data_path), TrainConfig.from_dict(json.loads(config_json)))
     print(json.dumps({**run, "peak_rss_bytes": peak_rss_bytes()}))
     return 0
 
@@ -712,30 +685,7 @@ def app_training_peaks(data_path: str | None) -> list[dict]:
                         "peak_rss_gb": peak / 1e9,
                     }
                 )
-            # Its training processes (worker.TrainingWorkers: one per thread setting), each at its peak.
-            for worker, threads in training_processes(app.pid).items():
-                peak = peak_rss_bytes(worker)
-                setting = f"{threads} thread" if threads != "0" else "all cores"
-                rows.append(
-                    {
-                        "what": f"peak RSS, the app's training process ({setting})",
-                        "peak_rss_bytes": peak,
-                        "peak_rss_gb": peak / 1e9,
-                    }
-                )
     return rows
-
-
-def training_processes(pid: int) -> dict[int, str]:
-    """The app's training processes (its children running mnist_core.worker): pid -> their threads."""
-    found = {}
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            with contextlib.suppress(OSError):
-                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-                if b"mnist_core.worker" in argv:  # python -m mnist_core.worker NICE THREADS
-                    found[int(child)] = argv[argv.index(b"mnist_core.worker") + 2].decode()
-    return found
 
 
 def bench_memory(data_path: str | None) -> list[dict]:
