@@ -131,19 +131,6 @@ PRESETS = {
 }
 
 
-# TensorFlow's intra-op threads for a run; 0 is TensorFlow's own choice, one per core. An MLP's matrices at
-# small batches are too small to share between threads: the tutorial preset's epoch (batch 32) takes
-# ~0.8x the CPU time and ~0.9x the wall time on one thread, batch 128 too; at 256 and 512 one thread is
-# slower, and so is the CNN (BENCHMARKS.md, "Training faster"). The app trains each setting in a process
-# of its own (worker.TrainingWorkers): the thread pool is fixed once TensorFlow has started.
-ONE_THREAD_MLP_BATCH = 128  # the largest MLP batch that trains faster on one thread
-
-
-def intra_op_threads(config: TrainConfig) -> int:
-    """The intra-op threads `config` trains fastest with: 1 for an MLP at small batches, else 0."""
-    return 1 if config.arch == "mlp" and config.batch_size <= ONE_THREAD_MLP_BATCH else 0
-
-
 # The Train tab's "also learn the drawn writing styles": this share of drawn digits (TrainConfig.drawn_share).
 DRAWN_OPTION = 0.05
 

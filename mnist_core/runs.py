@@ -237,7 +237,7 @@ class Runs:
         self.keep_runs, self.keep_models = keep_runs, keep_models
         self.queue = TrainingQueue(max_queued)
         self.estimate = estimate or estimate_seconds  # config -> seconds; another machine may measure its own
-        self.worker = worker  # a worker.TrainingWorkers: runs train in its processes; None: in this one
+        self.worker = worker  # a worker.TrainingWorker: runs train in its process; None: in this one
         self.runs: list[Run] = []
         self._numbers = 0
         self._lock = threading.RLock()

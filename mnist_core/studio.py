@@ -83,9 +83,9 @@ class Studio:
         # training_process: runs train in a worker process (mnist_core.worker), as the app's do.
         worker = None
         if training and training_process:
-            from .worker import TrainingWorkers
+            from .worker import TrainingWorker
 
-            worker = TrainingWorkers()
+            worker = TrainingWorker()
         self.runs_manager = Runs(
             self, training=training, max_runs_per_hour=max_runs_per_hour, worker=worker, **run_limits
         )

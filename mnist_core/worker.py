@@ -4,11 +4,9 @@ stay with the visitors.
 A run trained inside the server shares its one GIL with every drawing answer and poll, its two cores
 with them at equal priority, and it leaves the server's memory ~25 MB larger each time (TensorFlow's
 traced graphs and allocator pools; measured over eight runs, gc and malloc_trim do not give it back).
-Here a worker process, started with the first run and kept between runs, trains at a lower CPU
+Here one worker process, started with the first run and kept between runs, trains at a lower CPU
 priority (nice 5: it gets what the visitors leave); it is replaced after WORKER_RUNS runs or once it
-holds more than WORKER_MAX_RSS, so its memory is bounded too. TensorFlow fixes its thread pool when it
-starts, and an MLP at small batches trains faster on one thread than a CNN does (config.intra_op_threads):
-TrainingWorkers keeps one such process per thread setting, each started with the first run that needs it.
+holds more than WORKER_MAX_RSS, so its memory is bounded too.
 
 WorkerJob has the interface of training.TrainingJob that runs.Runs uses (records, epoch, status,
 message, running, result, stop, wait, follow, evaluate, save); the trained Keras model stays in the
@@ -30,7 +28,7 @@ import threading
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
-from .config import TrainConfig, intra_op_threads
+from .config import TrainConfig
 from .jobs import RecordedJob
 
 logger = logging.getLogger(__name__)
@@ -59,14 +57,10 @@ def _rss() -> int:
     return 0
 
 
-def _serve(conn, nice: int, threads: int) -> None:
-    """The worker's main loop: data, then train / evaluate / save / release, until "exit" or EOF.
-    `threads`: TensorFlow's intra-op threads (0: its own choice), set before it runs anything."""
+def _serve(conn, nice: int) -> None:
+    """The worker's main loop: data, then train / evaluate / save / release, until "exit" or EOF."""
     with contextlib.suppress(OSError):
         os.nice(nice)
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
     from .training import start_training
 
     data, job = None, None
@@ -119,7 +113,7 @@ def _serve(conn, nice: int, threads: int) -> None:
             conn.send(("error", f"{type(error).__name__}: {error}"))
 
 
-def _spawn(nice: int, threads: int):
+def _spawn(nice: int):
     """Start `python -m mnist_core.worker` and accept its connection: (connection, Popen). A fresh
     interpreter, not multiprocessing's spawn, which would import the server's main module again."""
     folder = tempfile.mkdtemp(prefix="mnist-worker-")
@@ -129,9 +123,7 @@ def _spawn(nice: int, threads: int):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     env[ADDRESS_ENV], env[KEY_ENV] = address, key.hex()
     with Listener(address, family="AF_UNIX", authkey=key) as listener:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mnist_core.worker", str(nice), str(threads)], env=env, cwd=root
-        )
+        process = subprocess.Popen([sys.executable, "-m", "mnist_core.worker", str(nice)], env=env, cwd=root)
         accepted: list = []
         waiting = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
         waiting.start()
@@ -144,57 +136,11 @@ def _spawn(nice: int, threads: int):
     return conn, process
 
 
-class TrainingWorkers:
-    """The app's training processes: one per thread setting (config.intra_op_threads), each started by
-    the first run that needs it (or by prepare) and kept, so that a class's MLP and CNN runs switch
-    between them without a restart. Runs.start trains one run at a time, so only one of them trains."""
+class TrainingWorker:
+    """The app's training process: one run at a time, each as a WorkerJob."""
 
     def __init__(self, nice: int = WORKER_NICE, runs: int = WORKER_RUNS, max_rss: float = WORKER_MAX_RSS):
         self.nice, self.max_runs, self.max_rss = nice, runs, max_rss
-        self._workers: dict[int, TrainingWorker] = {}
-        self._lock = threading.Lock()
-
-    def worker_for(self, config: TrainConfig) -> TrainingWorker:
-        threads = intra_op_threads(config)
-        with self._lock:
-            if threads not in self._workers:
-                self._workers[threads] = TrainingWorker(self.nice, self.max_runs, self.max_rss, threads)
-            return self._workers[threads]
-
-    def start(self, config: TrainConfig, data, tune=None) -> WorkerJob:
-        """A job for `config` in the process of its thread setting (see TrainingWorker.start)."""
-        return self.worker_for(config).start(config, data, tune)
-
-    def prepare(self, data, config: TrainConfig | None = None) -> None:
-        """Start the process that `config` (default: the tutorial preset) trains in, and hand it the data."""
-        self.worker_for(config or TrainConfig()).prepare(data)
-
-    @property
-    def pids(self) -> list[int]:
-        """The live processes' ids."""
-        with self._lock:
-            workers = list(self._workers.values())
-        return [worker.pid for worker in workers if worker.pid is not None]
-
-    def close(self) -> None:
-        """End every process (each is started again by the next run that needs it)."""
-        with self._lock:
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.close()
-
-
-class TrainingWorker:
-    """One training process, at `threads` intra-op threads: one run at a time, each as a WorkerJob."""
-
-    def __init__(
-        self,
-        nice: int = WORKER_NICE,
-        runs: int = WORKER_RUNS,
-        max_rss: float = WORKER_MAX_RSS,
-        threads: int = 0,
-    ):
-        self.nice, self.max_runs, self.max_rss, self.threads = nice, runs, max_rss, threads
         self._process = None
         self._conn = None
         self._data_id: int | None = None
@@ -217,7 +163,7 @@ class TrainingWorker:
 
     def _ensure(self, data) -> None:
         if self._process is None or self._process.poll() is not None:
-            self._conn, self._process = _spawn(self.nice, self.threads)
+            self._conn, self._process = _spawn(self.nice)
             self._data_id, self._runs = None, 0
         if self._data_id != id(data):
             self._request("data", data)
@@ -346,5 +292,4 @@ if __name__ == "__main__":
     _serve(
         Client(os.environ[ADDRESS_ENV], family="AF_UNIX", authkey=bytes.fromhex(os.environ[KEY_ENV])),
         int(sys.argv[1]),
-        int(sys.argv[2]),
     )

@@ -10,13 +10,12 @@ import pytest
 from conftest import ready_studio
 
 from mnist_core.calibration import calibrate, temperature_of
-from mnist_core.config import TrainConfig, intra_op_threads
+from mnist_core.config import TrainConfig
 from mnist_core.store import load_model
 from mnist_core.visitors import new_visitor_id
-from mnist_core.worker import WORKER_NICE, TrainingWorker, TrainingWorkers, WorkerJob
+from mnist_core.worker import WORKER_NICE, TrainingWorker, WorkerJob
 
 QUICK = TrainConfig(epochs=1, batch_size=128, train_size=1000)
-QUICK_CNN = TrainConfig.preset("cnn", epochs=1, train_size=1000)
 LONG = TrainConfig(epochs=50, batch_size=32, train_size=60000)  # stopped or killed long before its end
 
 
@@ -37,7 +36,7 @@ def wait_for(condition, timeout: float = 180, what: str = ""):
 
 @pytest.mark.slow
 def test_a_run_trains_in_the_worker_and_its_owner_draws_with_the_saved_model(studio, mnist):
-    worker = studio.runs_manager.worker.worker_for(QUICK)
+    worker = studio.runs_manager.worker
     assert worker.pid is not None and worker.pid != os.getpid()  # started with the app, before any run
     assert os.getpriority(os.PRIO_PROCESS, worker.pid) == WORKER_NICE
     visitor = studio.visitors.get(new_visitor_id())
@@ -47,7 +46,6 @@ def test_a_run_trains_in_the_worker_and_its_owner_draws_with_the_saved_model(stu
     wait_for(lambda: not (run.active or run.waiting), what=run.phase)
     assert run.phase == "finished", run.message
     assert [r["type"] for r in run.job.records][-2:] == ["epoch", "done"]
-    assert run.job.records[0]["intra_op_threads"] == 1  # an MLP at batch 128 trains on one thread
     assert run.test_accuracy > 0.5 and run.confusion_png.startswith(b"\x89PNG") and run.mistakes
     saved = studio.models_dir / f"{run.model_name}.keras"
     assert visitor.model_name == run.model_name and saved.is_file()
@@ -68,7 +66,7 @@ def test_a_run_trains_in_the_worker_and_its_owner_draws_with_the_saved_model(stu
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_only_its_run_and_a_fresh_one_trains_the_next(studio):
-    worker = studio.runs_manager.worker.worker_for(LONG)
+    worker = studio.runs_manager.worker
     run = studio.start_run(LONG, studio.visitors.get(new_visitor_id()))
     wait_for(lambda: run.job is not None and any(r["type"] == "batch" for r in run.job.records))
     first = worker.pid
@@ -82,27 +80,6 @@ def test_a_killed_worker_fails_only_its_run_and_a_fresh_one_trains_the_next(stud
     wait_for(lambda: not (second.active or second.waiting), what=second.phase)
     assert second.phase == "finished", second.message
     assert used != first and worker.pid is None  # replaced after its one run
-
-
-@pytest.mark.slow
-def test_runs_of_each_thread_setting_train_in_a_process_of_their_own_and_both_are_kept(studio):
-    workers = studio.runs_manager.worker
-    assert isinstance(workers, TrainingWorkers)
-    assert intra_op_threads(QUICK) == 1 and intra_op_threads(QUICK_CNN) == 0
-    assert intra_op_threads(TrainConfig(batch_size=512)) == 0  # larger MLP batches share both cores
-    mlp_process = workers.worker_for(QUICK).pid  # started with the app, for the tutorial preset
-    assert workers.pids == [mlp_process]
-    for config, threads in ((QUICK_CNN, 0), (QUICK, 1), (QUICK_CNN, 0)):
-        run = studio.start_run(config, studio.visitors.get(new_visitor_id()))
-        wait_for(lambda run=run: not (run.active or run.waiting), what=run.phase)
-        assert run.phase == "finished", run.message
-        start = run.job.records[0]
-        assert start["type"] == "start" and start["intra_op_threads"] == threads
-    cnn_process = workers.worker_for(QUICK_CNN).pid
-    assert cnn_process not in (None, mlp_process)
-    assert sorted(workers.pids) == sorted([mlp_process, cnn_process])  # no restart on a switch
-    workers.close()
-    assert workers.pids == []
 
 
 @pytest.mark.slow
