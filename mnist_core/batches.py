@@ -14,16 +14,18 @@ order, and the same orders again for the same seed. The tutorial MLP, 10 epochs,
 "Training faster").
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 
-def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, chunk: int, seed: int) -> tf.data.Dataset:
+def training_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, chunk: int, seed: int, stacked: bool = False
+) -> tf.data.Dataset:
     """Batches of (x, y) in a new order on every pass (the orders fixed by `seed`), `chunk` batches
     gathered at a time. The last batch holds the remainder when `batch_size` does not divide the set, as
-    in `fit(x, y, batch_size)`."""
+    in `fit(x, y, batch_size)`. `stacked`: each element is a stack of up to `chunk` batches, shaped
+    (batches, batch_size, ...), for a step that trains on each in turn (training.StackedSteps); the
+    partial batch comes in a stack of its own."""
     if len(x) != len(y) or len(x) < 1:
         raise ValueError(
             f"x and y need the same number of samples, at least 1; received {len(x)} and {len(y)}"
@@ -31,35 +33,40 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, chunk: int, 
     if batch_size < 1 or chunk < 1:
         raise ValueError(f"batch_size and chunk must be >= 1, received {batch_size} and {chunk}")
     samples = len(x)
-    steps = math.ceil(samples / batch_size)
     full_batches = samples // batch_size
     chunked = full_batches // chunk * chunk  # batches that come in whole chunks
+    # What follows the whole chunks, as (first sample, end, stacked batches) spans of the epoch's order.
+    tail_start, full_end = chunked * batch_size, full_batches * batch_size
+    if stacked:
+        tail = [(tail_start, full_end, full_batches - chunked)] if full_batches > chunked else []
+        tail += [(full_end, samples, 1)] if samples > full_end else []
+    else:
+        tail = [
+            (start, min(start + batch_size, samples), 0) for start in range(tail_start, samples, batch_size)
+        ]
     images, labels = tf.constant(x), tf.constant(y)
 
-    def gathered(indices):
-        return tf.gather(images, indices), tf.gather(labels, indices)
+    def gathered(indices, rows=None):
+        batch_x, batch_y = tf.gather(images, indices), tf.gather(labels, indices)
+        if rows is not None:  # (rows * n, ...) -> (rows, n, ...)
+            batch_x = tf.reshape(batch_x, (rows, -1, *x.shape[1:]))
+            batch_y = tf.reshape(batch_y, (rows, -1, *y.shape[1:]))
+        return batch_x, batch_y
 
-    def split(chunk_x, chunk_y):  # (chunk * batch_size, ...) -> `chunk` batches
-        return tf.data.Dataset.from_tensor_slices(
-            (
-                tf.reshape(chunk_x, (chunk, batch_size, *x.shape[1:])),
-                tf.reshape(chunk_y, (chunk, batch_size, *y.shape[1:])),
-            )
-        )
+    def split(stack_x, stack_y):  # (chunk, batch_size, ...) -> `chunk` batches
+        return tf.data.Dataset.from_tensor_slices((stack_x, stack_y))
 
     def epoch(order):
-        head = tf.reshape(order[: chunked * batch_size], (-1, chunk * batch_size))
-        batches = tf.data.Dataset.from_tensor_slices(head).map(gathered).flat_map(split)
-        rest = order[chunked * batch_size :]
-        if chunked < steps:  # the batches after the last whole chunk, the partial one included
-            ends = [min(samples - chunked * batch_size, (i + 1) * batch_size) for i in range(steps - chunked)]
-            tail = tf.data.Dataset.from_tensor_slices(
-                (
-                    tf.constant([i * batch_size for i in range(len(ends))], tf.int64),
-                    tf.constant(ends, tf.int64),
-                )
-            ).map(lambda start, end: gathered(rest[start:end]))
-            batches = batches.concatenate(tail)
+        head = tf.reshape(order[:tail_start], (-1, chunk * batch_size))
+        batches = tf.data.Dataset.from_tensor_slices(head).map(lambda indices: gathered(indices, chunk))
+        if not stacked:
+            batches = batches.flat_map(split)
+        if tail:
+            starts, ends, rows = (tf.constant(column, tf.int64) for column in zip(*tail, strict=True))
+            rest = tf.data.Dataset.from_tensor_slices((starts, ends, rows)).map(
+                lambda start, end, rows: gathered(order[start:end], rows if stacked else None)
+            )
+            batches = batches.concatenate(rest)
         return batches
 
     generator = tf.random.Generator.from_seed(seed)  # its state moves on with every pass's order
@@ -76,6 +83,8 @@ def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, chunk: int, 
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return (
         permutation.flat_map(epoch)
-        .apply(tf.data.experimental.assert_cardinality(steps))
+        .apply(
+            tf.data.experimental.assert_cardinality((chunked // chunk if stacked else chunked) + len(tail))
+        )
         .with_options(options)
     )

@@ -47,6 +47,35 @@ def test_each_pass_holds_every_sample_once_in_a_new_order(samples, batch_size, c
         assert other != orders
 
 
+@pytest.mark.parametrize(
+    "samples, batch_size, chunk, shapes",
+    [
+        (1000, 64, 4, [(4, 64)] * 3 + [(3, 64), (1, 40)]),
+        (1024, 32, 32, [(32, 32)]),
+        (1000, 32, 32, [(31, 32), (1, 8)]),
+        (5, 8, 2, [(1, 5)]),
+    ],
+)
+def test_stacked_each_element_is_a_stack_of_batches_in_the_same_sizes(samples, batch_size, chunk, shapes):
+    x = np.arange(samples, dtype=np.int64)[:, None]
+    dataset = training_batches(x, x.copy(), batch_size, chunk, seed=0, stacked=True)
+    assert int(dataset.cardinality()) == len(shapes)
+    for _ in range(2):
+        stacks = [(sx.numpy(), sy.numpy()) for sx, sy in dataset]
+        assert [stack.shape[:2] for stack, _ in stacks] == shapes
+        order = np.concatenate([stack.reshape(-1) for stack, _ in stacks])
+        assert sorted(order) == list(range(samples))
+        assert all(np.array_equal(sx, sy) for sx, sy in stacks)
+    # The same samples in the same order as the unstacked batches of the same seed.
+    flat = np.concatenate(
+        [b.numpy().reshape(-1) for b, _ in training_batches(x, x, batch_size, chunk, seed=0)]
+    )
+    first = np.concatenate(
+        [s.numpy().reshape(-1) for s, _ in training_batches(x, x, batch_size, chunk, 0, True)]
+    )
+    assert np.array_equal(flat, first)
+
+
 def test_a_real_run_learns_from_it(mnist):
     keras.utils.set_random_seed(3)
     model = reads_uint8(ARCHITECTURES["mlp"](None))

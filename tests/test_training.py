@@ -2,12 +2,14 @@ import math
 import time
 import tracemalloc
 
+import keras
 import numpy as np
 import pytest
 
+from mnist_core.batches import training_batches
 from mnist_core.config import TrainConfig
-from mnist_core.models import build_model, native_bfloat16
-from mnist_core.training import BusyError, drawn_count, one_hot, start_training
+from mnist_core.models import ARCHITECTURES, build_model, compile_model, native_bfloat16
+from mnist_core.training import BusyError, drawn_count, one_hot, reads_uint8, start_training
 
 
 def run(job, timeout=120):
@@ -50,6 +52,9 @@ def test_short_run_learns_and_streams_records(mnist):
     batch = next(r for r in records if r["type"] == "batch")
     assert {"epoch", "step", "steps", "loss", "accuracy", "samples_per_second", "eta_seconds"} <= set(batch)
     assert batch["steps"] == math.ceil(3000 / 32) and batch["samples_per_second"] > 0
+    # Steps count batches, also where Keras counts stacks of 32 of them (training.StackedSteps).
+    steps = [r["step"] for r in records if r["type"] == "batch"]
+    assert all(1 <= step <= batch["steps"] for step in steps) and set(steps) <= {32, 64, 93, 94}
     epoch = next(r for r in records if r["type"] == "epoch")
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"} <= set(epoch)
     done = records[-1]
@@ -102,6 +107,28 @@ def test_an_augmented_run_trains_its_last_epochs_on_clean_images(mnist):
     done = run(job, timeout=300)[-1]
     assert done["status"] == "finished", done["message"]
     assert float(augmentation_switch(job._trainer).on.numpy()) == 0.0
+
+
+def test_stacked_steps_train_batch_for_batch_like_keras_own_steps(mnist):
+    # 1,000 images at batch 64: stacks of 4, then 3, then the partial batch of 40 alone.
+    x, y = mnist.x_train[:1000], one_hot(mnist.y_train[:1000])
+
+    def trained(stacked: bool):
+        keras.utils.set_random_seed(5)
+        trainer = reads_uint8(ARCHITECTURES["mlp"](None), stacked=stacked)
+        compile_model(trainer, steps_per_execution=1 if stacked else 4, jit_compile=True)
+        batches = training_batches(x, y, 64, chunk=4, seed=5, stacked=stacked)
+        history = trainer.fit(batches, shuffle=False, epochs=2, verbose=0).history
+        return trainer, history
+
+    (plain, plain_history), (stacked, stacked_history) = trained(False), trained(True)
+    assert int(stacked.optimizer.iterations) == int(plain.optimizer.iterations) == 2 * 16  # a step a batch
+    for got, expected in zip(stacked.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-5)  # the same steps, in another XLA program
+    # Keras' epoch means over every batch, as its own loop reports them.
+    assert stacked_history["loss"] == pytest.approx(plain_history["loss"], rel=1e-4)
+    assert stacked_history["accuracy"] == pytest.approx(plain_history["accuracy"], abs=1e-3)
+    assert stacked_history["loss"][1] < stacked_history["loss"][0]
 
 
 @pytest.mark.slow
