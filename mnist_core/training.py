@@ -269,8 +269,14 @@ class TrainingJob(RecordedJob):
         callbacks, clean = [stream], clean_epochs(config)
         if clean:
             callbacks.append(_CleanFrom(augmentation_switch(self._trainer), config.epochs - clean))
+        batches = training_batches(
+            x_train, y_train, config.batch_size, chunk, seed=config.seed, stacked=stacked
+        )
         self._trainer.fit(
-            training_batches(x_train, y_train, config.batch_size, chunk, seed=config.seed, stacked=stacked),
+            # One pass after another from one iterator: given steps_per_epoch, Keras keeps it between
+            # epochs instead of starting the pipeline again for each (~50 ms, a tenth of an MLP epoch).
+            batches.repeat(),
+            steps_per_epoch=int(batches.cardinality()),
             shuffle=False,  # the batches come in a new order on every pass
             validation_data=(x_test, y_test),
             epochs=config.epochs,
