@@ -149,8 +149,9 @@ def training_dtype(arch: str) -> str | None:
 # XLA cuts the MLP's epoch at batch 32 by about a third on a 2-core CPU; it slows the augmented CNN,
 # whose random image transforms XLA cannot fuse.
 JIT_COMPILE = {"mlp": True, "cnn": False}
-# Keras runs this many samples per call into TensorFlow (steps_per_execution), so small batches do not
-# pay Python's per-step overhead; a stop lands after at most one such call.
+# Keras runs this many samples per call into TensorFlow (steps_per_execution; for an XLA-compiled network,
+# a stack of that many batches, training.StackedSteps), so small batches do not pay Python's per-step
+# overhead; a stop lands after at most one such call.
 SAMPLES_PER_EXECUTION = 1024
 
 
