@@ -9,9 +9,11 @@ Each pass also draws a new order. Keras' own permutation (`tf.random.shuffle` in
 3.15 on TensorFlow 2.21) starts from the same seeded state whenever a pass begins, so under
 keras.utils.set_random_seed every epoch sees the batches in the same order. Here the order comes from a
 random generator seeded by the run's seed, whose state carries on from pass to pass: every epoch its own
-order, and the same orders again for the same seed. The tutorial MLP, 10 epochs, seeds 0-3: 98.06 /
-97.89 / 97.53 / 97.46% against 97.44 / 97.61 / 97.78% (seeds 0-2) in Keras' order (BENCHMARKS.md,
-"Training faster").
+order, and the same orders again for the same seed. The tutorial MLP at 10 epochs, seeds 0-4: median
+97.73% (before, in Keras' one order, seeds 0-2: 97.66 / 97.76 / 97.51%); the CNN preset's seeds 0-2:
+median 99.55% both ways (BENCHMARKS.md, "Training faster").
+
+`stacked` hands over each call's batches as one stack instead, for training.StackedSteps.
 """
 
 import numpy as np
