@@ -13,7 +13,8 @@ order, and the same orders again for the same seed. The tutorial MLP at 10 epoch
 97.73% (before, in Keras' one order, seeds 0-2: 97.66 / 97.76 / 97.51%); the CNN preset's seeds 0-2:
 median 99.55% both ways (BENCHMARKS.md, "Training faster").
 
-`stacked` hands over each call's batches as one stack instead, for training.StackedSteps.
+`stacked` hands over each call's batches as one stack instead, for training.StackedSteps; every stack of
+full batches has the same length, so that the compiled step is compiled once.
 """
 
 import numpy as np
@@ -25,9 +26,10 @@ def training_batches(
 ) -> tf.data.Dataset:
     """Batches of (x, y) in a new order on every pass (the orders fixed by `seed`), `chunk` batches
     gathered at a time. The last batch holds the remainder when `batch_size` does not divide the set, as
-    in `fit(x, y, batch_size)`. `stacked`: each element is a stack of up to `chunk` batches, shaped
-    (batches, batch_size, ...), for a step that trains on each in turn (training.StackedSteps); the
-    partial batch comes in a stack of its own."""
+    in `fit(x, y, batch_size)`. `stacked`: each element is (stack of x, stack of y, n), a stack of
+    `chunk` full batches, shaped (chunk, batch_size, ...), of which a step trains on the first n in turn
+    (training.StackedSteps): n is `chunk` but in the last stack of full batches, padded to its length;
+    the partial batch comes in a stack of its own."""
     if len(x) != len(y) or len(x) < 1:
         raise ValueError(
             f"x and y need the same number of samples, at least 1; received {len(x)} and {len(y)}"
@@ -37,15 +39,7 @@ def training_batches(
     samples = len(x)
     full_batches = samples // batch_size
     chunked = full_batches // chunk * chunk  # batches that come in whole chunks
-    # What follows the whole chunks, as (first sample, end, stacked batches) spans of the epoch's order.
     tail_start, full_end = chunked * batch_size, full_batches * batch_size
-    if stacked:
-        tail = [(tail_start, full_end, full_batches - chunked)] if full_batches > chunked else []
-        tail += [(full_end, samples, 1)] if samples > full_end else []
-    else:
-        tail = [
-            (start, min(start + batch_size, samples), 0) for start in range(tail_start, samples, batch_size)
-        ]
     images, labels = tf.constant(x), tf.constant(y)
 
     def gathered(indices, rows=None):
@@ -58,17 +52,29 @@ def training_batches(
     def split(stack_x, stack_y):  # (chunk, batch_size, ...) -> `chunk` batches
         return tf.data.Dataset.from_tensor_slices((stack_x, stack_y))
 
+    def stack(indices, rows, batches):  # `rows` batches of which the first `batches` are trained on
+        return (*gathered(indices, rows), tf.constant(batches, tf.int32))
+
     def epoch(order):
-        head = tf.reshape(order[:tail_start], (-1, chunk * batch_size))
-        batches = tf.data.Dataset.from_tensor_slices(head).map(lambda indices: gathered(indices, chunk))
+        head = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:tail_start], (-1, chunk * batch_size)))
         if not stacked:
-            batches = batches.flat_map(split)
-        if tail:
-            starts, ends, rows = (tf.constant(column, tf.int64) for column in zip(*tail, strict=True))
-            rest = tf.data.Dataset.from_tensor_slices((starts, ends, rows)).map(
-                lambda start, end, rows: gathered(order[start:end], rows if stacked else None)
+            batches = head.map(lambda indices: gathered(indices, chunk)).flat_map(split)
+            starts = tf.range(tail_start, samples, batch_size, dtype=tf.int64)
+            rest = tf.data.Dataset.from_tensor_slices(starts).map(
+                lambda start: gathered(order[start : tf.minimum(start + batch_size, samples)])
             )
-            batches = batches.concatenate(rest)
+            return batches.concatenate(rest)
+        batches = head.map(lambda indices: stack(indices, chunk, chunk))
+        if full_batches > chunked:
+            # The last full batches, padded with the epoch's first ones to a whole stack, which the step
+            # skips: a stack of another length would be another shape, compiled again (1.6 s, a whole MLP
+            # epoch's training, in the first epoch of the tutorial's run).
+            positions = tf.range(tail_start, tail_start + chunk * batch_size, dtype=tf.int64) % full_end
+            padded = stack(tf.gather(order, positions), chunk, full_batches - chunked)
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(padded))
+        if samples > full_end:
+            partial = stack(order[full_end:], 1, 1)
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(partial))
         return batches
 
     generator = tf.random.Generator.from_seed(seed)  # its state moves on with every pass's order
@@ -83,10 +89,15 @@ def training_batches(
     # generator's state is not part of the pipeline's.
     options.experimental_optimization.apply_default_optimizations = False
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    options.autotune.enabled = False
     return (
         permutation.flat_map(epoch)
         .apply(
-            tf.data.experimental.assert_cardinality((chunked // chunk if stacked else chunked) + len(tail))
+            tf.data.experimental.assert_cardinality(
+                chunked // chunk + (full_batches > chunked) + (samples > full_end)
+                if stacked
+                else -(-samples // batch_size)
+            )
         )
         .with_options(options)
     )

@@ -67,9 +67,10 @@ def reads_uint8(model: keras.Model, stacked: bool = False) -> keras.Model:
 
 
 class StackedSteps(keras.Sequential):
-    """A Sequential whose training step takes a stack of batches (batches.training_batches(stacked=True),
-    shaped (batches, batch_size, ...)) and makes Keras' own step on each in turn, all in one compiled
-    call: one optimiser step per batch, as before, but no return to TensorFlow's executor between them.
+    """A Sequential whose training step takes a stack of batches and how many of them to train on
+    (batches.training_batches(stacked=True)) and makes Keras' own step on each in turn, all in one
+    compiled call: one optimiser step per batch, as before, but no return to TensorFlow's executor between
+    them.
 
     For the XLA-compiled MLP: Keras' steps_per_execution runs its steps in a loop of the executor, each
     batch fetched from the pipeline and each step launched on its own, which cost about half of the
@@ -78,7 +79,7 @@ class StackedSteps(keras.Sequential):
     """
 
     def train_step(self, data):
-        x, y = data
+        x, y, batches = data  # the stack's first `batches` batches are trained on, the rest is padding
         step = super().train_step
         # The first batch outside the loop: any variable Keras makes on first use is made there, not in
         # the loop's body, where TensorFlow cannot create one.
@@ -88,7 +89,7 @@ class StackedSteps(keras.Sequential):
             step((x[index], y[index]))
             return (index + 1,)
 
-        tf.while_loop(lambda index: index < tf.shape(x)[0], next_batch, (tf.constant(1),))
+        tf.while_loop(lambda index: index < batches, next_batch, (tf.constant(1),))
         return self.get_metrics_result()
 
 
@@ -262,6 +263,7 @@ class TrainingJob(RecordedJob):
             samples=len(x_train),
             validation_samples=len(x_test),
             per_step=chunk if stacked else 1,
+            xla=stacked,
         )
         if steps * config.epochs < RECALIBRATE_BELOW_STEPS:
             sample = np.random.default_rng(config.seed).permutation(len(x_train))[:RECALIBRATION_IMAGES]
@@ -373,16 +375,23 @@ class _Stream(keras.callbacks.Callback):
     """Turns Keras' logs into records: throttled batch records, every epoch record, NaN detection.
 
     `samples` training and `validation_samples` validation images per epoch, in `steps` steps: what the
-    progress line's rate and time left (pace.Pace) are reckoned from.
+    progress line's rate and time left (pace.Pace) are reckoned from; `xla`: the steps are XLA-compiled.
     """
 
     def __init__(
-        self, job: TrainingJob, steps: int, started: float, samples: int, validation_samples: int, per_step=1
+        self,
+        job: TrainingJob,
+        steps: int,
+        started: float,
+        samples: int,
+        validation_samples: int,
+        per_step=1,
+        xla=False,
     ):
         super().__init__()
         self.job, self.steps, self.started = job, steps, started
         self.per_step = per_step  # batches in one of Keras' steps (a stack of them: StackedSteps)
-        self.pace = Pace(job.config.epochs, steps, samples, validation_samples)
+        self.pace = Pace(job.config.epochs, steps, samples, validation_samples, xla=xla)
         self.failure = ""
         self.recalibrate = None  # precise_batch_norm before each validation, for a short run
         self.epoch_seconds: list[float] = []

@@ -48,30 +48,35 @@ def test_each_pass_holds_every_sample_once_in_a_new_order(samples, batch_size, c
 
 
 @pytest.mark.parametrize(
-    "samples, batch_size, chunk, shapes",
+    "samples, batch_size, chunk, stacks",
     [
-        (1000, 64, 4, [(4, 64)] * 3 + [(3, 64), (1, 40)]),
-        (1024, 32, 32, [(32, 32)]),
-        (1000, 32, 32, [(31, 32), (1, 8)]),
-        (5, 8, 2, [(1, 5)]),
+        # (stack shape, batches trained on) of each element: every stack of full batches `chunk` long.
+        (1000, 64, 4, [((4, 64), 4)] * 3 + [((4, 64), 3), ((1, 40), 1)]),
+        (1024, 32, 32, [((32, 32), 32)]),
+        (1000, 32, 32, [((32, 32), 31), ((1, 8), 1)]),
+        (100, 32, 32, [((32, 32), 3), ((1, 4), 1)]),  # fewer batches than a stack: padding wraps round
+        (5, 8, 2, [((1, 5), 1)]),
     ],
 )
-def test_stacked_each_element_is_a_stack_of_batches_in_the_same_sizes(samples, batch_size, chunk, shapes):
+def test_stacked_each_element_is_a_stack_of_batches_in_the_same_sizes(samples, batch_size, chunk, stacks):
     x = np.arange(samples, dtype=np.int64)[:, None]
     dataset = training_batches(x, x.copy(), batch_size, chunk, seed=0, stacked=True)
-    assert int(dataset.cardinality()) == len(shapes)
+    assert int(dataset.cardinality()) == len(stacks)
     for _ in range(2):
-        stacks = [(sx.numpy(), sy.numpy()) for sx, sy in dataset]
-        assert [stack.shape[:2] for stack, _ in stacks] == shapes
-        order = np.concatenate([stack.reshape(-1) for stack, _ in stacks])
+        elements = [(sx.numpy(), sy.numpy(), int(n)) for sx, sy, n in dataset]
+        assert [(sx.shape[:2], n) for sx, _, n in elements] == stacks
+        assert all(np.array_equal(sx, sy) for sx, sy, _ in elements)
+        # The batches trained on hold every sample once; the padding only samples of the same pass.
+        order = np.concatenate([sx[:n].reshape(-1) for sx, _, n in elements])
         assert sorted(order) == list(range(samples))
-        assert all(np.array_equal(sx, sy) for sx, sy in stacks)
+        padding = np.concatenate([sx[n:].reshape(-1) for sx, _, n in elements])
+        assert set(padding) <= set(order)
     # The same samples in the same order as the unstacked batches of the same seed.
     flat = np.concatenate(
         [b.numpy().reshape(-1) for b, _ in training_batches(x, x, batch_size, chunk, seed=0)]
     )
     first = np.concatenate(
-        [s.numpy().reshape(-1) for s, _ in training_batches(x, x, batch_size, chunk, 0, True)]
+        [s[:n].numpy().reshape(-1) for s, _, n in training_batches(x, x, batch_size, chunk, 0, True)]
     )
     assert np.array_equal(flat, first)
 

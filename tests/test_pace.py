@@ -8,7 +8,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmark import progress_errors  # noqa: E402  (scripts/benchmark.py)
 
-from mnist_core.pace import FORWARD_SPEEDUP, Pace  # noqa: E402
+from mnist_core.pace import (  # noqa: E402
+    FORWARD_SPEEDUP,
+    VALIDATION_TRACE_SHARE,
+    XLA_VALIDATION_TRACE_SHARE,
+    Pace,
+)
 
 EPOCHS, STEPS, SAMPLES, VALIDATION = 10, 100, 3200, 1000
 STEP_SECONDS, PER_CALL = 0.01, 4  # Keras reports once per call of 4 steps
@@ -75,6 +80,19 @@ def test_a_validation_is_estimated_until_an_untraced_one_is_timed():
     assert pace.validation_seconds(100.0) == 0.5
     pace.validation_end(1.5)  # a later one is the figure
     assert pace.validation_seconds(100.0) == 1.5
+
+
+@pytest.mark.parametrize("xla, share", [(False, VALIDATION_TRACE_SHARE), (True, XLA_VALIDATION_TRACE_SHARE)])
+def test_the_first_validation_is_expected_to_trace_a_share_of_what_the_first_call_did(xla, share):
+    # 1 epoch of 10 calls of 10 steps (100 images each, 0.1 s a call) and a validation of 300 images;
+    # the first call takes 4 s more: its tracing.
+    pace = Pace(1, 100, 1000, 300, xla=xla)
+    pace.epoch_begin(0.0)
+    pace.batch_end(4.1, 10)
+    pace.batch_end(4.2, 20)
+    rate = 1000.0  # images a second, from the second call
+    validation = 300 / (FORWARD_SPEEDUP * rate)
+    assert pace.eta() == pytest.approx(800 / rate + validation + share * 4.0)
 
 
 @pytest.mark.parametrize("args", [(0, 10, 100, 10), (3, 0, 100, 10), (3, 10, 0, 10), (3, 10, 100, -1)])

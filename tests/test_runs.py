@@ -174,7 +174,10 @@ def test_the_first_time_left_a_run_shows_is_within_2x_of_the_truth(mnist):
     # The tutorial's settings, 3 epochs: the first estimate once a rate is known (the first batch carries
     # the graph's tracing and gets none), against the time the run then really took. All 60,000 images:
     # on a tenth of them the whole remainder is ~0.7 s, and one pause of the process (1.1 s seen, in
-    # the epoch after the first) put it out of any estimate's reach.
+    # the epoch after the first) put it out of any estimate's reach. Two costs the estimate once missed
+    # are gone: a recompile for the last, shorter stack of batches (1.6 s; test_batches checks that every
+    # stack of full batches has one shape) and a wait of 3.5-5 s for tf.data's autotuning thread when fit
+    # let go of the pipeline after the last epoch (checked here).
     from mnist_core.training import start_training
 
     job = start_training(TrainConfig(epochs=3, batch_size=32), mnist)
@@ -186,3 +189,6 @@ def test_the_first_time_left_a_run_shows_is_within_2x_of_the_truth(mnist):
     assert first is not None, "no batch record ever had an estimate"
     truth = job.records[-1]["elapsed"] - first["elapsed"]
     assert 0.5 <= first["eta_seconds"] / truth <= 2.0, (first["eta_seconds"], truth)
+    # The run is done as soon as its last validation is.
+    last_epoch = [record for record in job.records if record["type"] == "epoch"][-1]
+    assert job.records[-1]["elapsed"] - last_epoch["elapsed"] < 1.0
