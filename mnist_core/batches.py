@@ -89,6 +89,8 @@ def training_batches(
     # generator's state is not part of the pipeline's.
     options.experimental_optimization.apply_default_optimizations = False
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    # Nor autotuning: nothing here runs in parallel, and letting go of an autotuned iterator (fit does at
+    # its end) waited 3.5-5 s for the tuning thread in most runs (BENCHMARKS.md, "Training faster").
     options.autotune.enabled = False
     return (
         permutation.flat_map(epoch)
